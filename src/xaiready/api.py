@@ -1,0 +1,65 @@
+"""The Python API of DESIGN 3.3: load, check (explain and evaluate live beside it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._lazy import safe_isinstance
+from .errors import UsageError
+from .model import ModelHandle, Source
+from .readiness.report import Report
+from .targets import Target
+
+
+def load(path: str | Path, arch: str | None = None, trust: bool = False, *, arch_kwargs=None,
+         imports: Sequence[str] = (), output: str | int | None = None) -> ModelHandle:
+    """Load a model file or folder by content; see ``xaiready.formats.load``."""
+    from .formats.load import load as _load
+
+    return _load(path, arch=arch, arch_kwargs=arch_kwargs, trust=trust, imports=imports, output=output)
+
+
+def as_handle(model: Any, *, output: str | int | None = None) -> ModelHandle:
+    """A ModelHandle from a handle, a path, or an in-memory framework model."""
+    if isinstance(model, ModelHandle):
+        return model
+    if isinstance(model, (str, Path)):
+        return load(model, output=output)
+    if safe_isinstance(model, "torch.nn.Module"):
+        from .backends.torch import TorchBackend
+
+        kind = "torchscript" if safe_isinstance(model, "torch.jit.ScriptModule") else "eager"
+        fmt = "torchscript" if kind == "torchscript" else "pytorch-eager"
+        return ModelHandle(TorchBackend(model, output=output, kind=kind), Source(None, fmt, "torch"))
+    raise UsageError(f"cannot use a {type(model).__name__} as a model",
+                     hint="pass a path, a ModelHandle from xr.load, or a torch.nn.Module")
+
+
+def prepare_input(handle: ModelHandle, x: Any = None, input_shape: Sequence[int] | None = None) -> np.ndarray:
+    """The input as a NumPy batch: given, random of ``input_shape``, or of a shape read off the model."""
+    from .inputs import random_input
+
+    if x is not None:
+        return handle.as_input(x)
+    shape = tuple(input_shape) if input_shape else handle.backend.example_shape()
+    if shape is None:
+        raise UsageError("no input given and none can be guessed from the model",
+                         hint="pass --input FILE or --input-shape N,C,H,W")
+    if not input_shape:
+        handle.notes.append(f"no input given: used a random input of guessed shape {shape}")
+    return random_input(shape)
+
+
+def check(model: Any, x: Any = None, target: Target | None = None, *, task: str | None = None,
+          layer: str | None = None, input_shape: Sequence[int] | None = None,
+          output: str | int | None = None) -> Report:
+    """Measure what ``model`` can do for explanations on ``x``; returns a Report (DESIGN 3.2)."""
+    from .readiness.checks import run_check
+
+    handle = as_handle(model, output=output)
+    x = prepare_input(handle, x, input_shape)
+    return run_check(handle, x, target=target, task=task, layer=layer)

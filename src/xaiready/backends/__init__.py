@@ -1,0 +1,1 @@
+"""One module per framework; each implements the small protocol in ``base``."""

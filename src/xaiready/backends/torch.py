@@ -1,0 +1,320 @@
+"""PyTorch backend: eager modules and TorchScript, behind the protocol in ``base``.
+
+Everything this module does to a model is undone on exit, also after an exception: training flags
+are restored, hooks are removed, and gradients are taken with ``torch.autograd.grad`` (never
+``.backward()``), so no parameter's ``.grad`` is touched and no input is modified in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+from ..errors import InputError, UsageError
+from ..targets import Target
+from .base import BreakFinding, GradResult, LayerAccess, OverrideStats
+
+# Activations that ReLU-style gradient rules cannot be applied to; counted, never silently ignored.
+_NOT_OVERRIDABLE = {"silu", "gelu", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu",
+                    "celu_", "hardswish", "hardswish_", "hardsigmoid", "mish", "softplus", "prelu", "relu6",
+                    "hardtanh", "hardtanh_", "rrelu", "rrelu_", "glu"}
+_RELU_NAMES = {"relu", "relu_"}
+
+
+class TorchBackend:
+    framework = "torch"
+    layout = "NCHW"
+
+    def __init__(self, module: torch.nn.Module, *, output: str | int | None = None,
+                 kind: str = "eager"):
+        self.module = module
+        self.output = output
+        self.kind = kind  # "eager" or "torchscript"
+        self._eval_depth = 0
+        self._saved_flags: list[tuple[torch.nn.Module, bool]] = []
+        self.output_choice_note = ""
+
+    # ---- context: eval mode, restored exactly --------------------------------------------------
+    @contextmanager
+    def session(self):
+        """Eval mode for the duration (re-entrant); every module's flag restored on exit."""
+        if self._eval_depth == 0:
+            # Frozen TorchScript modules have no training flag at all; they are always in eval mode.
+            self._saved_flags = [(m, m.training) for m in self.module.modules() if hasattr(m, "training")]
+            for m, _ in self._saved_flags:
+                m.training = False
+        self._eval_depth += 1
+        try:
+            yield self
+        finally:
+            self._eval_depth -= 1
+            if self._eval_depth == 0:
+                for m, flag in self._saved_flags:
+                    m.training = flag
+                self._saved_flags = []
+
+    # ---- tensors in and out ------------------------------------------------------------------------
+    def _param(self) -> torch.Tensor | None:
+        for p in self.module.parameters():
+            return p
+        for b in self.module.buffers():
+            return b
+        return None
+
+    def to_tensor(self, x: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
+        ref = self._param()
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        device = ref.device if ref is not None else torch.device("cpu")
+        t = torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device).clone()
+        return t.requires_grad_(requires_grad)
+
+    @staticmethod
+    def to_numpy(t) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    def _select(self, raw):
+        """Pick the output to explain from a tensor, dict or tuple output."""
+        if isinstance(raw, torch.Tensor):
+            return raw
+        if isinstance(raw, dict) or hasattr(raw, "keys"):
+            keys = list(raw.keys())
+            key = self.output
+            if key is None:
+                key = next((k for k in ("logits", "out") if k in keys), keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise UsageError(f"the model returns several outputs {keys}",
+                                     hint="choose one with --output NAME")
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and key not in keys):
+                key = keys[int(key)]
+            if key not in keys:
+                raise UsageError(f"the model has no output '{key}'", hint=f"outputs are {keys}")
+            return self._select_tensor(raw[key], key)
+        if isinstance(raw, (tuple, list)):
+            index = 0 if self.output is None else self.output
+            try:
+                index = int(index)
+                return self._select_tensor(raw[index], index)
+            except (ValueError, IndexError):
+                raise UsageError(f"the model returns {len(raw)} outputs; '{self.output}' is not one",
+                                 hint=f"use --output 0..{len(raw) - 1}") from None
+        raise InputError(f"the model returned {type(raw).__name__}, not a tensor",
+                         hint="wrap the model so it returns a tensor, or pick one with --output")
+
+    @staticmethod
+    def _select_tensor(value, key):
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"output '{key}' is {type(value).__name__}, not a tensor",
+                             hint="choose a tensor output with --output")
+        return value
+
+    def _run(self, xt: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._select(self.module(xt))
+        except (UsageError, InputError):
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the model could not run on an input of shape {tuple(xt.shape)}: {first}",
+                             hint="check --input-shape / --layout, or the input file") from exc
+
+    def output_names(self, x: np.ndarray) -> list[str]:
+        with self.session(), torch.no_grad():
+            raw = self.module(self.to_tensor(x))
+        if isinstance(raw, dict) or hasattr(raw, "keys"):
+            return [str(k) for k in raw.keys()]
+        if isinstance(raw, (tuple, list)):
+            return [str(i) for i in range(len(raw))]
+        return []
+
+    # ---- protocol ------------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        with self.session(), torch.no_grad():
+            return self.to_numpy(self._run(self.to_tensor(x)))
+
+    def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
+            input_grad: bool = True) -> GradResult:
+        with self.session(), torch.enable_grad(), _capture(self.module, layers) as captured:
+            xt = self.to_tensor(x, requires_grad=input_grad)
+            out = self._run(xt)
+            out_np = self.to_numpy(out)
+            if not target.resolved:
+                target = target.resolve(out_np, channel_axis=1)
+            if target.framework_fn is not None:
+                score = target.framework_fn(out)
+                scores_np = self.to_numpy(score).astype(np.float64).reshape(-1)
+                root, seed = score.sum(), None
+            else:
+                scores_np = target.scores(out_np)
+                root = out
+                seed = torch.as_tensor(target.seed(out_np), dtype=out.dtype, device=out.device)
+            acts = captured.activations()
+            wrt = ([xt] if input_grad else []) + list(acts.values())
+            in_graph = bool(root.requires_grad)
+            live = [i for i, t in enumerate(wrt) if t.requires_grad] if in_graph else []
+            grads = [None] * len(wrt)
+            if live:
+                found = torch.autograd.grad(root, [wrt[i] for i in live], grad_outputs=seed, allow_unused=True)
+                for i, g in zip(live, found, strict=True):
+                    grads[i] = g
+            result = GradResult(output=out_np, scores=scores_np, input_grad=None, score_in_graph=in_graph,
+                                calls=captured.calls(), target=target)
+            if input_grad:
+                g = grads[0]
+                result.input_grad = None if g is None else self.to_numpy(g)
+                grads = grads[1:]
+            for (name, act), g in zip(acts.items(), grads, strict=True):
+                result.activations[name] = self.to_numpy(act)
+                result.layer_grads[name] = None if g is None else self.to_numpy(g)
+            return result
+
+    def layers(self) -> LayerAccess:
+        names = [n for n, _ in self.module.named_modules() if n]
+        if self.kind == "torchscript":
+            return LayerAccess([], _torchscript_hook_reason(self.module, names))
+        if not names:
+            return LayerAccess([], "the model has no submodules to hook")
+        return LayerAccess(names)
+
+    @contextmanager
+    def relu_override(self, mode: str):
+        if mode not in ("guided", "deconvnet"):
+            raise UsageError(f"unknown ReLU override '{mode}'", hint="use guided or deconvnet")
+        stats = OverrideStats(mode=mode)
+        if self.kind == "torchscript":
+            stats.note = ("TorchScript runs its forward as a compiled graph, so no ReLU call can be "
+                          "intercepted; gradients stay plain")
+        with _ReluOverride(mode, stats):
+            yield stats
+
+    def locate_break(self, x: np.ndarray, target: Target, status: str) -> BreakFinding | None:
+        from . import torch_trace
+
+        locate = {"missing": torch_trace.locate_break, "zero": torch_trace.locate_break,
+                  "non-finite": torch_trace.locate_non_finite,
+                  "incorrect": torch_trace.locate_custom_backward}[status]
+        with self.session():
+            return locate(self, x, target)
+
+    def example_shape(self) -> tuple[int, ...] | None:
+        for m in self.module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                return (1, m.in_channels, 224, 224)
+            if isinstance(m, torch.nn.Conv1d):
+                return (1, m.in_channels, 256)
+            if isinstance(m, torch.nn.Linear):
+                return (1, m.in_features)
+        return None
+
+    def state_snapshot(self) -> dict:
+        """What the non-mutation promise covers, for tests and the report's own self-check."""
+        return {
+            "training": [getattr(m, "training", None) for m in self.module.modules()],
+            "requires_grad": [p.requires_grad for p in self.module.parameters()],
+            "grads": [None if p.grad is None else id(p.grad) for p in self.module.parameters()],
+            "hooks": sum(len(getattr(m, a, {})) for m in self.module.modules()
+                         for a in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                                   "_backward_pre_hooks")),
+        }
+
+
+# ---- layer capture -------------------------------------------------------------------------------------
+class _Captured:
+    def __init__(self):
+        self._acts: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}
+
+    def hook(self, name):
+        def _hook(_module, _inputs, output):
+            self._calls[name] = self._calls.get(name, 0) + 1
+            if isinstance(output, torch.Tensor) and output.is_floating_point():
+                self._acts[name] = output  # the last call wins for modules used several times
+        return _hook
+
+    def activations(self) -> dict[str, torch.Tensor]:
+        return dict(self._acts)
+
+    def calls(self) -> dict[str, int]:
+        return dict(self._calls)
+
+
+@contextmanager
+def _capture(module: torch.nn.Module, names: Sequence[str]):
+    captured = _Captured()
+    handles = []
+    if names:
+        modules = dict(module.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            import difflib
+
+            close = difflib.get_close_matches(missing[0], [n for n in modules if n], n=3)
+            raise UsageError(f"the model has no layer '{missing[0]}'",
+                             hint=f"did you mean {', '.join(close)}?" if close else
+                             "`xaiready check` lists the layers that can be hooked")
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(captured.hook(name)))
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+
+
+def _torchscript_hook_reason(module, names: list[str]) -> str:
+    if not names:
+        return ("TorchScript model has no submodules left (frozen or inlined), so there is no layer to "
+                "hook; rebuild an eager model with --arch to get CAM access")
+    try:
+        handle = dict(module.named_modules())[names[0]].register_forward_hook(lambda *a: None)
+    except RuntimeError as exc:
+        return (f"TorchScript refuses Python hooks ({str(exc).splitlines()[0]}); rebuild an eager model "
+                "with --arch to get CAM access")
+    handle.remove()
+    return ("TorchScript accepts hooks on its submodules but never calls them, because the forward runs "
+            "as a compiled graph; rebuild an eager model with --arch to get CAM access")
+
+
+# ---- ReLU gradient override at the function level --------------------------------------------------------
+class _GuidedRelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mode, inplace):
+        out = x.clamp_(min=0) if inplace else x.clamp(min=0)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.save_for_backward(out)
+        ctx.mode = mode
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        positive_grad = grad.clamp(min=0)
+        if ctx.mode == "deconvnet":
+            return positive_grad, None, None
+        return positive_grad * (out > 0).to(grad.dtype), None, None
+
+
+class _ReluOverride(TorchFunctionMode):
+    """Replaces every ReLU call (nn.ReLU, F.relu, torch.relu, Tensor.relu, in-place or not)."""
+
+    def __init__(self, mode: str, stats: OverrideStats):
+        super().__init__()
+        self.mode, self.stats = mode, stats
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _RELU_NAMES and args and isinstance(args[0], torch.Tensor):
+            self.stats.relu_calls += 1
+            inplace = name.endswith("_") or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+            if args[0].requires_grad and torch.is_grad_enabled():
+                self.stats.overridden += 1
+                return _GuidedRelu.apply(args[0], self.mode, inplace)
+        elif name in _NOT_OVERRIDABLE:
+            self.stats.not_overridable[name.rstrip("_")] = self.stats.not_overridable.get(name.rstrip("_"), 0) + 1
+        return func(*args, **kwargs)

@@ -1,0 +1,70 @@
+"""Command line: parse, call the API, print, exit with the code of DESIGN 3.1.
+
+Each subcommand lives in ``xaiready.commands.<name>`` with ``add_arguments(parser)`` and
+``run(args) -> int``; those modules import frameworks only inside ``run``, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import XaiReadyError
+
+COMMANDS = {
+    "check": ("xaiready.commands.check", "measure whether a model is ready for gradient and CAM explanations"),
+    "demo": ("xaiready.commands.demo", "build example models (healthy and broken), check each, print a table"),
+}
+EXIT_CODES = """exit codes:
+  0  success (check: the verdict meets --require)      4  refused by policy (needs --trust, unsafe path)
+  1  --require not met                                  5  over a resource limit
+  2  usage error                                        6  the model could not run on the input
+  3  invalid model or input file (corrupt, unsupported, arch mismatch, missing code)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other error
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xaiready", description="Make any vision model XAI-ready, or say exactly why not.",
+                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"xaiready {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except XaiReadyError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in xaiready or a framework: still one line, unless debugging
+        if os.environ.get("XAIREADY_DEBUG"):
+            raise
+        print(f"error: internal error {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set XAIREADY_DEBUG=1 for a traceback and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands; each imports frameworks only inside ``run``."""

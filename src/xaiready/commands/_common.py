@@ -1,0 +1,78 @@
+"""Options shared by the subcommands that load a model and read an input."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="model file or folder (format detected from content)")
+    p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture for a state dict: MODULE:CLASS or FILE.py:CLASS")
+    p.add_argument("--arch-kwargs", metavar="JSON", help="constructor arguments for --arch, as a JSON object")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import your code (custom classes) before loading; repeatable")
+    p.add_argument("--trust", action="store_true",
+                   help="allow formats that run code from the file (pickled modules, TorchScript)")
+    p.add_argument("--output", metavar="NAME|INDEX", help="which output to explain, for dict/tuple outputs")
+
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="FILE", help="input: .npy (taken as is) or .png/.jpg image")
+    p.add_argument("--input-shape", metavar="N,C,H,W", help="use a seeded random input of this shape")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: the framework's)")
+    p.add_argument("--resize", metavar="H,W", help="resize image inputs to H,W")
+    p.add_argument("--mean", metavar="R,G,B", help="per-channel mean subtracted from images in [0, 1]")
+    p.add_argument("--std", metavar="R,G,B", help="per-channel std dividing images after the mean")
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=["classification", "segmentation", "regression"],
+                   help="what the score is (default: guessed from the output shape)")
+    p.add_argument("--target", type=int, metavar="K",
+                   help="class K (classification/segmentation) or output index (regression)")
+
+
+def _floats(text: str | None, what: str):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{what} '{text}' is not a comma-separated list of numbers") from None
+
+
+def load_model(args):
+    from ..api import load
+
+    output = args.output
+    if output is not None and output.lstrip("-").isdigit():
+        output = int(output)
+    return load(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, trust=args.trust,
+                imports=args.imports, output=output)
+
+
+def read_input(args, handle):
+    from ..api import prepare_input
+    from ..inputs import ImageOptions, parse_shape, read_input as _read
+
+    if args.layout:
+        handle.layout = args.layout
+    if args.input and args.input_shape:
+        raise UsageError("give --input or --input-shape, not both")
+    if args.input:
+        resize = _floats(args.resize, "--resize")
+        opts = ImageOptions(resize=tuple(int(v) for v in resize) if resize else None,
+                            mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
+        return handle.as_input(_read(args.input, layout=handle.layout, image=opts))
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    return prepare_input(handle, None, shape)
+
+
+def make_target(args):
+    from ..targets import for_task
+
+    if args.task is None and args.target is None:
+        return None
+    return for_task(args.task or "classification", args.target)

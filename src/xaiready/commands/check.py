@@ -1,0 +1,62 @@
+"""``xaiready check MODEL``: the readiness report as a table or JSON, exit code from --require."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ._common import add_input_arguments, add_model_arguments, add_target_arguments
+
+
+def add_arguments(p):
+    add_model_arguments(p)
+    add_input_arguments(p)
+    add_target_arguments(p)
+    p.add_argument("--layer", metavar="NAME", help="verify this layer for CAM methods")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (DESIGN 3.2)")
+    p.add_argument("--require", choices=["full", "gradient-only"],
+                   help="exit 1 unless the verdict reaches this level")
+
+
+def run(args) -> int:
+    from ..errors import RequirementError, XaiReadyError
+    from ..readiness.report import Report
+
+    try:
+        handle = _load_and_check(args)
+    except XaiReadyError as exc:
+        if args.json:
+            print(json.dumps({"model": {"path": args.model, "format": exc.format, "framework": None,
+                                        "converted_from": None}, "error": exc.to_dict()}, indent=2))
+        raise
+    report: Report = handle
+    if args.json:
+        print(report.to_json())
+    else:
+        from ..render.console import print_report
+
+        print_report(report)
+    if not report.meets(args.require):
+        raise RequirementError(f"verdict '{report.verdict}' does not meet --require {args.require}",
+                               path=args.model, format=report.model.get("format"))
+    return 0
+
+
+def _load_and_check(args):
+    from ..readiness.checks import run_check
+    from ._common import load_model, make_target, read_input
+
+    handle = load_model(args)
+    x = read_input(args, handle)
+    task = args.task
+    target = make_target(args)
+    try:
+        return run_check(handle, x, target=target, task=task, layer=args.layer)
+    except Exception as exc:
+        if getattr(exc, "path", "unset") is None:
+            exc.path, exc.format = args.model, handle.source.format
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(1)

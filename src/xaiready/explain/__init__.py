@@ -1,0 +1,1 @@
+"""Explanation methods, written once against ModelHandle (never against a framework)."""

@@ -1,0 +1,1 @@
+"""Loaders: sniff content, apply the trust policy, hand back a ModelHandle."""

@@ -1,0 +1,46 @@
+"""``xr.load``: sniff the content, pick the one loader for it, return a ModelHandle."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import CorruptError, UnsupportedError
+from ..model import ModelHandle
+from ..usercode import import_user_code
+from .sniff import Sniffed, contradicts_extension, sniff
+
+# format -> module with ``load(sniffed, *, arch, arch_kwargs, trust, output)``; imported lazily.
+LOADERS: dict[str, str] = {
+    fmt: "xaiready.formats.pytorch"
+    for fmt in ("pytorch-eager", "pytorch-state-dict", "pytorch-pickle", "pytorch-legacy-tar", "pickle",
+                "torchscript", "safetensors")
+}
+_INPUT_FORMATS = {"png", "jpeg", "npy"}
+
+
+def load(path: str | Path, *, arch: str | None = None, arch_kwargs=None, trust: bool = False,
+         imports: Sequence[str] = (), output: str | int | None = None) -> ModelHandle:
+    """Load a model file or folder by its content. See DESIGN 3.1 for the errors it raises."""
+    for spec in imports:
+        import_user_code(spec)
+    sniffed = sniff(Path(path))
+    contradiction = contradicts_extension(sniffed)
+    if contradiction:
+        raise CorruptError(contradiction, path=str(path), format=sniffed.format,
+                           hint="rename the file to match its content, or re-export it")
+    return loader_for(sniffed).load(sniffed, arch=arch, arch_kwargs=arch_kwargs, trust=trust, output=output)
+
+
+def loader_for(sniffed: Sniffed):
+    if sniffed.format in _INPUT_FORMATS:
+        raise UnsupportedError(f"this is an input file ({sniffed.name}), not a model", path=str(sniffed.path),
+                               format=sniffed.format, hint="pass it with --input")
+    module = LOADERS.get(sniffed.format)
+    if module is None:
+        raise UnsupportedError(f"content is {sniffed.name}, which this version of xaiready cannot load"
+                               + (f" ({sniffed.detail})" if sniffed.detail else ""),
+                               path=str(sniffed.path), format=sniffed.format,
+                               hint="supported here: PyTorch (eager, state dict, safetensors, TorchScript)")
+    return importlib.import_module(module)

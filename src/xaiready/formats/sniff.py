@@ -1,0 +1,315 @@
+"""Identify a model or input file by its content, never by its extension alone.
+
+Nothing here imports a framework or executes anything from the file: zip directories are read,
+pickles are scanned opcode by opcode (``pickletools``), protobufs are walked at the wire level.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickletools
+import struct
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CorruptError, UnsupportedError
+
+# Human names of formats, as the report spells them.
+NAMES = {
+    "pytorch-eager": "PyTorch pickled module", "pytorch-state-dict": "PyTorch state dict",
+    "pytorch-pickle": "PyTorch checkpoint with pickled objects", "pytorch-legacy-tar": "legacy PyTorch tar",
+    "torchscript": "TorchScript", "safetensors": "safetensors", "onnx": "ONNX", "keras": "Keras v3",
+    "keras-h5": "Keras HDF5", "tf-savedmodel": "TF SavedModel", "tf-graphdef": "TF GraphDef",
+    "pickle": "Python pickle", "png": "PNG image", "jpeg": "JPEG image", "npy": "NumPy array",
+    "zip": "zip archive",
+}
+_EXTENSIONS = {
+    ".pt": "PyTorch", ".pth": "PyTorch", ".bin": "PyTorch", ".ckpt": "PyTorch", ".onnx": "ONNX",
+    ".keras": "Keras v3", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5", ".pb": "TF GraphDef",
+    ".safetensors": "safetensors", ".pkl": "Python pickle", ".pickle": "Python pickle",
+    ".png": "PNG image", ".jpg": "JPEG image", ".jpeg": "JPEG image", ".npy": "NumPy array",
+}
+_EXT_FAMILY = {"PyTorch": {"pytorch-eager", "pytorch-state-dict", "pytorch-pickle", "pytorch-legacy-tar",
+                           "torchscript", "pickle", "safetensors"}}
+
+# Globals a plain tensor checkpoint may name: tensor rebuilding, storages, dtypes, containers.
+_DATA_GLOBALS_PREFIXES = ("torch._utils._rebuild_", "torch._tensor._rebuild_", "torch.storage.",
+                          "torch.serialization._get_layout", "torch._C._nn")
+_DATA_GLOBALS = {"collections.OrderedDict", "torch.Size", "torch.device", "torch.nn.parameter.Parameter",
+                 "builtins.set", "builtins.frozenset", "builtins.slice", "_codecs.encode",
+                 "torch._utils._rebuild_tensor_v2", "torch.serialization._get_layout"}
+
+
+@dataclass
+class Sniffed:
+    format: str
+    path: Path
+    detail: str = ""
+    pickle_globals: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return NAMES.get(self.format, self.format)
+
+
+def extension_says(path: Path) -> str | None:
+    return _EXTENSIONS.get(path.suffix.lower())
+
+
+def contradicts_extension(sniffed: Sniffed) -> str | None:
+    """'content is ONNX, extension says PyTorch', or None when they agree or the extension is unknown."""
+    said = extension_says(sniffed.path)
+    if said is None or sniffed.path.is_dir():
+        return None
+    family = _EXT_FAMILY.get(said, {k for k, v in NAMES.items() if v == said})
+    if sniffed.format in family:
+        return None
+    return f"content is {sniffed.name}, extension says {said}"
+
+
+def sniff(path: Path) -> Sniffed:
+    path = Path(path)
+    if not path.exists():
+        raise CorruptError("no such file or folder", path=str(path), hint="check the path")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return Sniffed("tf-savedmodel", path)
+        raise UnsupportedError("the folder holds no recognised model (no saved_model.pb)", path=str(path),
+                               hint="pass a model file, or a SavedModel folder")
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptError("the file is empty (0 bytes)", path=str(path), hint="re-export or re-copy the model")
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _sniff_zip(path)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return Sniffed("keras-h5", path)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return Sniffed("png", path)
+    if head.startswith(b"\xff\xd8\xff"):
+        return Sniffed("jpeg", path)
+    if head.startswith(b"\x93NUMPY"):
+        return Sniffed("npy", path)
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+        return _sniff_pickle(path)
+    if size >= 262 and _is_tar(path):
+        return _sniff_tar(path)
+    if _is_safetensors(head, size):
+        return Sniffed("safetensors", path)
+    proto = _sniff_protobuf(path, size)
+    if proto:
+        return proto
+    raise UnsupportedError(f"unrecognised content (first bytes {head[:8].hex(' ')})", path=str(path),
+                           hint="xaiready reads PyTorch, TorchScript, safetensors, ONNX, Keras and TF files")
+
+
+# ---- zip archives: torch.save, TorchScript, Keras v3 -----------------------------------------------------
+def _sniff_zip(path: Path) -> Sniffed:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if any(n.endswith("/code/") or "/code/" in n for n in names) or any(
+                    n.endswith("constants.pkl") for n in names):
+                return Sniffed("torchscript", path, members=names)
+            if "config.json" in names and any(n.endswith(".weights.h5") or n == "metadata.json" for n in names):
+                return Sniffed("keras", path, members=names)
+            data = [n for n in names if n.endswith("data.pkl")]
+            if data:
+                blob = zf.read(data[0])
+                return _classify_torch_pickle(path, blob, names)
+    except zipfile.BadZipFile as exc:
+        raise CorruptError(f"the zip archive is damaged or truncated ({exc})", path=str(path),
+                           hint="re-export or re-copy the model") from exc
+    except (EOFError, OSError) as exc:
+        raise CorruptError(f"the zip archive cannot be read ({exc})", path=str(path)) from exc
+    return Sniffed("zip", path, detail="a zip archive that is neither torch.save, TorchScript nor Keras",
+                   members=names)
+
+
+def _classify_torch_pickle(path: Path, blob: bytes, members: list[str]) -> Sniffed:
+    globals_ = scan_pickle(blob, str(path))
+    objects = [g for g in globals_ if not _is_data_global(g)]
+    if not objects:
+        return Sniffed("pytorch-state-dict", path, pickle_globals=globals_, members=members)
+    modules = [g for g in objects if ".nn.modules." in g or g.startswith("__main__.")]
+    fmt = "pytorch-eager" if modules or _looks_like_module(objects) else "pytorch-pickle"
+    return Sniffed(fmt, path, pickle_globals=globals_, members=members,
+                   detail=f"the pickle names {', '.join(objects[:4])}{' ...' if len(objects) > 4 else ''}")
+
+
+def _looks_like_module(objects: list[str]) -> bool:
+    return any(g.split(".")[-1][:1].isupper() for g in objects)
+
+
+def _is_data_global(name: str) -> bool:
+    if name in _DATA_GLOBALS or name.startswith(_DATA_GLOBALS_PREFIXES):
+        return True
+    module, _, attr = name.rpartition(".")
+    if module == "torch" and (attr.endswith("Storage") or attr in _TORCH_DTYPES):
+        return True
+    return False
+
+
+_TORCH_DTYPES = {"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+                 "bool", "complex64", "complex128", "float", "double", "half", "long", "int"}
+
+
+def scan_pickle(blob: bytes, where: str = "") -> list[str]:
+    """Every global a pickle would import, read from its opcodes without executing anything."""
+    globals_: list[str] = []
+    strings: list[str] = []
+    memo: dict[int, object] = {}
+    last: object = None
+    try:
+        for op, arg, _pos in pickletools.genops(io.BytesIO(blob)):
+            name = op.name
+            if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING",
+                        "BINSTRING", "STRING"):
+                strings.append(str(arg))
+                last = str(arg)
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = last
+            elif name == "MEMOIZE":
+                memo[len(memo)] = last
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                value = memo.get(int(arg))
+                last = value
+                if isinstance(value, str):
+                    strings.append(value)
+            elif name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                globals_.append(f"{module}.{attr}")
+                last = None
+            elif name == "STACK_GLOBAL":
+                if len(strings) >= 2:
+                    globals_.append(f"{strings[-2]}.{strings[-1]}")
+                else:
+                    globals_.append("<unknown>.<unknown>")
+                last = None
+            else:
+                last = None
+    except (ValueError, EOFError, struct.error) as exc:
+        raise CorruptError(f"the pickle stream is truncated or damaged ({exc})", path=where or None,
+                           hint="re-export or re-copy the model") from exc
+    return list(dict.fromkeys(_py3_name(g) for g in globals_))
+
+
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # as pickle's fix_imports maps them
+
+
+def _py3_name(name: str) -> str:
+    module, _, attr = name.rpartition(".")
+    return f"{_PY2_MODULES.get(module, module)}.{attr}"
+
+
+def _sniff_pickle(path: Path) -> Sniffed:
+    blob = path.read_bytes()
+    globals_ = scan_pickle(blob, str(path))
+    if not globals_ and _torch_legacy_magic(blob):
+        return Sniffed("pytorch-pickle", path, detail="legacy (pre-zip) torch.save file")
+    objects = [g for g in globals_ if not _is_data_global(g)]
+    if _torch_legacy_magic(blob):
+        fmt = "pytorch-pickle" if objects else "pytorch-state-dict"
+        return Sniffed(fmt, path, pickle_globals=globals_, detail="legacy (pre-zip) torch.save file")
+    return Sniffed("pickle", path, pickle_globals=globals_,
+                   detail=f"a raw pickle naming {', '.join(objects[:4]) or 'no globals'}")
+
+
+def _torch_legacy_magic(blob: bytes) -> bool:
+    # Legacy torch.save writes the magic number 0x1950a86a20f9469cfc6c as a pickled long first.
+    return b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19" in blob[:32]
+
+
+def _is_tar(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(257)
+        return fh.read(5) == b"ustar"
+
+
+def _sniff_tar(path: Path) -> Sniffed:
+    try:
+        with tarfile.open(path) as tf:
+            names = tf.getnames()
+    except tarfile.TarError as exc:
+        raise CorruptError(f"the tar archive is damaged ({exc})", path=str(path)) from exc
+    if {"pickle", "storages", "tensors"} & set(names):
+        return Sniffed("pytorch-legacy-tar", path, members=names,
+                       detail="legacy torch tar checkpoint (its pickle runs code when loaded)")
+    raise UnsupportedError("a tar archive that is not a model", path=str(path),
+                           hint="unpack it and pass the model file")
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
+
+
+def safetensors_header(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        try:
+            return json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptError(f"the safetensors header is not valid JSON ({exc})", path=str(path)) from exc
+
+
+# ---- protobufs: ONNX ModelProto, TF GraphDef, SavedModel -------------------------------------------------
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("bad varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def proto_fields(buf: bytes) -> list[tuple[int, int, int, int]]:
+    """Top-level (field number, wire type, start, end) of a protobuf message; raises ValueError."""
+    i, out = 0, []
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field 0")
+        start = i
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            start = i
+            i += length
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > len(buf):
+            raise ValueError("truncated")
+        out.append((number, wire, start, i))
+    return out
+
+
+def _sniff_protobuf(path: Path, size: int) -> Sniffed | None:
+    buf = path.read_bytes()
+    try:
+        fields = proto_fields(buf)
+    except ValueError:
+        return None
+    kinds = {(n, w) for n, w, _, _ in fields}
+    if (1, 0) in kinds and ((7, 2) in kinds or (8, 2) in kinds):
+        return Sniffed("onnx", path)
+    if (1, 2) in kinds and kinds <= {(1, 2), (2, 2), (3, 0), (4, 2)}:
+        return Sniffed("tf-graphdef", path)
+    return None

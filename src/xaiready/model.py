@@ -1,0 +1,90 @@
+"""ModelHandle: the framework-neutral face of a loaded model, plus where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ._lazy import is_torch_tensor
+from .backends.base import Backend, GradResult, LayerAccess
+from .errors import InputError
+from .targets import Target
+
+
+@dataclass
+class Source:
+    """Provenance, as the report's ``model`` object spells it."""
+
+    path: str | None
+    format: str
+    framework: str
+    converted_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ModelHandle:
+    """A loaded model: provenance, layout, and the backend operations methods may use."""
+
+    def __init__(self, backend: Backend, source: Source, *, layout: str | None = None,
+                 notes: Sequence[str] = ()):
+        self.backend = backend
+        self.source = source
+        self.layout = layout or backend.layout
+        self.notes = list(notes)  # what loading decided or guessed, for the report
+        self.extra_checks: list = []  # CheckResults produced while loading (e.g. conversion-equivalence)
+
+    @property
+    def framework(self) -> str:
+        return self.backend.framework
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.layout == "NCHW" else -1
+
+    def as_input(self, x: Any) -> np.ndarray:
+        """A float NumPy batch from a NumPy array or a framework tensor; non-finite input is refused."""
+        if is_torch_tensor(x):
+            x = x.detach().cpu().numpy()
+        elif hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+            x = x.numpy()
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise InputError(f"input has dtype {arr.dtype}; a numeric array is needed")
+        arr = arr.astype(np.float32, copy=False) if arr.dtype.kind != "f" else arr
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise InputError(f"input contains {bad} NaN or infinite values",
+                             hint="clean the input; explanations of non-finite inputs mean nothing")
+        return arr
+
+    # Thin delegation keeps methods away from backend details.
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.backend.forward(x)
+
+    def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
+            input_grad: bool = True) -> GradResult:
+        return self.backend.vjp(x, target, layers=layers, input_grad=input_grad)
+
+    def layers(self) -> LayerAccess:
+        return self.backend.layers()
+
+    def relu_override(self, mode: str):
+        return self.backend.relu_override(mode)
+
+    def session(self):
+        """Keep the model prepared (e.g. eval mode) across many calls; restored on exit."""
+        return self.backend.session()
+
+    def resolve(self, target: Target, x: np.ndarray) -> Target:
+        """Fix a target's data-dependent choices against this model's output on ``x``."""
+        if target.framework_fn is not None:
+            return target
+        return target.resolve(self.forward(x), channel_axis=self.channel_axis)
+
+    def __repr__(self) -> str:
+        return f"ModelHandle({self.source.format}, {self.source.path!r}, framework={self.framework})"

@@ -1,0 +1,1 @@
+"""Readiness: measure what a loaded model can do for explanations, on the user's own input."""

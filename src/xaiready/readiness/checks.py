@@ -1,0 +1,171 @@
+"""The readiness check: one small step per measurement, combined into a Report (DESIGN 3.2)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import UsageError, XaiReadyError
+from ..model import ModelHandle
+from ..targets import Class, Target, for_task, infer_task
+from .conversion import verify_conversion
+from .layers import measure_layers
+from .probes import finite_difference_check
+from .report import Report
+
+SATURATED = 0.99  # a probability above this (or below 1 - this) has almost no gradient left
+
+
+def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = None, task: str | None = None,
+              layer: str | None = None, fd_directions: int = 3) -> Report:
+    """Measure readiness on ``x``. Problems of the model become findings; usage errors raise."""
+    started = time.perf_counter()
+    report = Report(model=handle.source.to_dict())
+    report.checks.extend(handle.extra_checks)
+    snapshot = _snapshot(handle)
+    with handle.session():
+        if getattr(handle, "reference", None) is not None:
+            result = verify_conversion(handle, x)
+            report.checks.append(result)
+            report.model = handle.source.to_dict()
+        try:
+            out = handle.forward(x)
+        except XaiReadyError as exc:
+            report.add("forward", "fail", exc.one_line().removeprefix("error: "))
+            report.error = exc.to_dict()
+            raise
+        report.add("forward", "pass", f"input {tuple(x.shape)} -> output {tuple(out.shape)}")
+        task = task or infer_task(out.shape)
+        target = target or for_task(task, None)
+        target = handle.resolve(target, x)
+        report.context.update({"task": task, "target": target.describe(), "input_shape": list(x.shape),
+                               "output_shape": list(out.shape), "notes": handle.notes})
+        _gradient_checks(handle, x, target, out, report, layer, fd_directions)
+    _unchanged_check(handle, snapshot, report)
+    report.context["seconds"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
+    access = handle.layers()
+    requested = [layer] if layer else access.names
+    if layer and access.reason:
+        raise UsageError(f"layer '{layer}' cannot be captured: {access.reason}")
+    res = handle.vjp(x, target, layers=requested)
+    grad = res.input_grad
+    report.add("score-in-graph", "pass" if res.score_in_graph else "fail",
+               "the score is a tensor inside the autograd graph" if res.score_in_graph else
+               "the score does not require grad: the graph was cut before the output")
+
+    status = _gradient_status(report, grad)
+    if status == "ok":
+        fd = finite_difference_check(handle, x, target, grad, res.scores, n_random=max(0, fd_directions - 1))
+        report.add("gradient-correct", "pass" if fd.ok else "fail", fd.detail)
+        if not fd.ok:
+            status = "incorrect"
+    else:
+        report.add("gradient-correct", "skip", "needs a finite, non-zero gradient first")
+    report.gradient = {"status": status,
+                       "input_grad_norm": None if grad is None else float(np.linalg.norm(grad)),
+                       "break": _locate(handle, x, target, status, report)}
+    _saturation_check(report, target, res.output, grad)
+
+    if status != "ok":
+        report.cam = {"status": "unavailable", "layers": [], "default_layer": None,
+                      "reason": f"input gradient is {status}, so layer gradients cannot be trusted"}
+        report.add("cam-layers", "skip", report.cam["reason"])
+        return
+    if access.reason and not layer:
+        report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": access.reason}
+        report.add("cam-layers", "fail", access.reason)
+        return
+    seg_channels = out.shape[handle.channel_axis] if report.context["task"] == "segmentation" else None
+    found = measure_layers(res, requested, handle.layout, seg_channels)
+    default = layer if layer in found.verified else found.default
+    if found.verified:
+        report.cam = {"status": "ok", "layers": found.verified, "default_layer": default, "reason": None}
+        report.add("cam-layers", "pass", f"{len(found.verified)} layer(s) give activation and non-zero "
+                   f"gradient; default '{default}'")
+    else:
+        reason = found.reason
+        if layer and layer in found.rejected:
+            reason = f"layer '{layer}': {found.rejected[layer]}"
+        elif requested and any(res.calls.get(n) for n in requested) is False and handle.framework == "torch":
+            reason = "layer hooks registered but never fired"
+        report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": reason}
+        report.add("cam-layers", "fail", reason)
+
+
+def _gradient_status(report: Report, grad) -> str:
+    if grad is None:
+        report.add("gradient-exists", "fail", "no gradient reaches the input")
+        report.add("gradient-finite", "skip", "no gradient")
+        report.add("gradient-nonzero", "skip", "no gradient")
+        return "missing"
+    report.add("gradient-exists", "pass", f"input gradient of shape {tuple(grad.shape)}")
+    finite = np.isfinite(grad)
+    if not finite.all():
+        report.add("gradient-finite", "fail", f"{int((~finite).sum())} of {grad.size} values are NaN or inf")
+        report.add("gradient-nonzero", "skip", "gradient is not finite")
+        return "non-finite"
+    report.add("gradient-finite", "pass", "all values finite")
+    nonzero = np.count_nonzero(grad)
+    if nonzero == 0:
+        report.add("gradient-nonzero", "fail", "every value of the input gradient is exactly zero")
+        return "zero"
+    report.add("gradient-nonzero", "pass", f"{nonzero} of {grad.size} values non-zero, "
+               f"norm {np.linalg.norm(grad):.3g}")
+    return "ok"
+
+
+def _locate(handle, x, target, status, report):
+    if status == "ok":
+        return None
+    finding = handle.backend.locate_break(x, target, status)
+    if finding is None:
+        report.add("break-location", "warn", "the cause could not be located")
+        return {"location": None, "cause": "unknown"}
+    report.add("break-location", "fail", f"{finding.cause} at '{finding.location}': {finding.detail}")
+    return finding.to_dict()
+
+
+def _saturation_check(report: Report, target: Target, output: np.ndarray, grad) -> None:
+    if not isinstance(target, Class) or output.ndim != 2 or output.shape[1] < 2:
+        report.add("saturation", "skip", "not a classification score")
+        return
+    rows, k = np.arange(output.shape[0]), target._k
+    is_prob = bool((output >= 0).all() and (output <= 1).all() and np.allclose(output.sum(1), 1, atol=1e-3))
+    if is_prob:
+        p = output[rows, k]
+        kind = "the output is a softmax probability"
+    elif target.score == "probability":
+        z = output - output.max(1, keepdims=True)
+        p = (np.exp(z) / np.exp(z).sum(1, keepdims=True))[rows, k]
+        kind = "the target is a probability"
+    else:
+        report.add("saturation", "pass", "the score is a logit (not saturating)")
+        return
+    saturated = (p > SATURATED) | (p < 1 - SATURATED)
+    gnorm = 0.0 if grad is None else float(np.linalg.norm(grad))
+    if saturated.any():
+        report.add("saturation", "warn", f"{kind} at {float(p.max()):.4f}; gradients of a saturated "
+                   f"probability are tiny (norm {gnorm:.2g}) and noisy: explain the logits instead "
+                   "(remove the final softmax, or --output the logits)")
+    else:
+        report.add("saturation", "pass", f"{kind} at {float(p.max()):.3f}, not saturated")
+
+
+def _snapshot(handle):
+    snap = getattr(handle.backend, "state_snapshot", None)
+    return snap() if snap else None
+
+
+def _unchanged_check(handle, before, report):
+    if before is None:
+        return
+    after = handle.backend.state_snapshot()
+    changed = [k for k in before if before[k] != after[k]]
+    report.add("model-unchanged", "fail" if changed else "pass",
+               f"changed: {', '.join(changed)}" if changed else
+               "training flags, requires_grad, parameter .grad and hooks are as before")

@@ -1,0 +1,1 @@
+"""Rendering: console tables, JSON, heatmap images."""

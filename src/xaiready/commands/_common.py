@@ -55,7 +55,8 @@ def load_model(args):
 
 def read_input(args, handle):
     from ..api import prepare_input
-    from ..inputs import ImageOptions, parse_shape, read_input as _read
+    from ..inputs import ImageOptions, parse_shape
+    from ..inputs import read_input as _read
 
     if args.layout:
         handle.layout = args.layout

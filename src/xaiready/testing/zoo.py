@@ -85,7 +85,7 @@ class SoftmaxCNN(HealthyCNN):
     """Ends in softmax with large logits: a saturated probability."""
 
     def forward(self, x):
-        return torch.softmax(50.0 * super().forward(x), dim=1)
+        return torch.softmax(40.0 * super().forward(x), dim=1)
 
 
 # ---- broken ones ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ SATURATED = 0.99  # a probability above this (or below 1 - this) has almost no g
 
 
 def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = None, task: str | None = None,
-              layer: str | None = None, fd_directions: int = 3) -> Report:
+              layer: str | None = None, fd_directions: int = 2) -> Report:
     """Measure readiness on ``x``. Problems of the model become findings; usage errors raise."""
     started = time.perf_counter()
     report = Report(model=handle.source.to_dict())
@@ -38,7 +38,8 @@ def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = Non
         report.add("forward", "pass", f"input {tuple(x.shape)} -> output {tuple(out.shape)}")
         task = task or infer_task(out.shape)
         target = target or for_task(task, None)
-        target = handle.resolve(target, x)
+        if target.framework_fn is None and not target.resolved:
+            target = target.resolve(out, channel_axis=handle.channel_axis)  # reuse this forward
         report.context.update({"task": task, "target": target.describe(), "input_shape": list(x.shape),
                                "output_shape": list(out.shape), "notes": handle.notes})
         _gradient_checks(handle, x, target, out, report, layer, fd_directions)

@@ -6,16 +6,16 @@ Images become float32 in [0, 1], optionally resized to ``--resize H,W`` and norm
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import limits
 from .errors import CorruptError, InputError, ResourceError, UnsupportedError, UsageError
 
-MAX_IMAGE_PIXELS = 50_000_000  # refuse before decoding; Pillow only warns at ~89M
-MAX_INPUT_ELEMENTS = 256 * 1024 * 1024  # one float32 batch of 1 GiB
 
 
 @dataclass
@@ -32,9 +32,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"--input-shape '{text}' is not a list of integers", hint="e.g. --input-shape 1,3,224,224") from None
     if not shape or any(v <= 0 for v in shape):
         raise UsageError(f"--input-shape '{text}' must be positive integers", hint="e.g. --input-shape 1,3,224,224")
-    if int(np.prod(shape, dtype=np.int64)) > MAX_INPUT_ELEMENTS:
-        raise ResourceError(f"--input-shape {shape} needs more than {MAX_INPUT_ELEMENTS} values",
-                            hint="use a smaller batch or image size")
+    limit = limits.current().max_input_bytes
+    if 4 * int(np.prod(shape, dtype=np.int64)) > limit * max(1, shape[0]):
+        raise ResourceError(f"--input-shape {shape} needs {4 * int(np.prod(shape, dtype=np.int64))} bytes, over "
+                            f"{limit} bytes per sample", hint="use a smaller size, or raise --max-input-mb")
     return shape
 
 
@@ -49,6 +50,7 @@ def read_input(path: str | Path, *, layout: str = "NCHW", image: ImageOptions | 
     path = Path(path)
     sniffed = sniff(path)
     if sniffed.format == "npy":
+        _check_npy_header(path)
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as exc:
@@ -63,16 +65,45 @@ def read_input(path: str | Path, *, layout: str = "NCHW", image: ImageOptions | 
                            format=sniffed.format, hint="pass a .npy array or a PNG/JPEG image")
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse a .npy whose header declares more than the per-sample input limit, before reading data."""
+    with open(path, "rb") as fh:
+        try:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+        except ValueError as exc:
+            raise CorruptError(f"the .npy header cannot be read: {exc}", path=str(path), format="npy") from exc
+    if dtype.hasobject:
+        raise CorruptError("the .npy array holds Python objects (a pickle)", path=str(path), format="npy",
+                           hint="save a plain numeric array")
+    per_sample = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else dtype.itemsize
+    limit = limits.current().max_input_bytes
+    if per_sample > limit:
+        raise ResourceError(f"the array declares {shape} ({per_sample} bytes per sample), over the limit of "
+                            f"{limit} bytes", path=str(path), format="npy", hint="raise --max-input-mb")
+
+
 def _read_image(path: Path, fmt: str, layout: str, opts: ImageOptions) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_IMAGE_PIXELS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ResourceError(f"the image is a decompression bomb ({exc})", path=str(path), format=fmt,
+                            hint="resize the image first, or raise --max-image-pixels") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise CorruptError(f"the image cannot be decoded: {exc}", path=str(path), format=fmt) from exc
+    try:
+        with img:
+            w, h = img.size  # from the header; nothing is decoded yet
+            limit = limits.current().max_image_pixels
+            if w * h > limit:
                 raise ResourceError(f"the image declares {w}x{h} = {w * h} pixels, over the limit of "
-                                    f"{MAX_IMAGE_PIXELS}", path=str(path), format=fmt,
-                                    hint="resize the image first")
+                                    f"{limit}", path=str(path), format=fmt,
+                                    hint="resize the image first, or raise --max-image-pixels")
             img = img.convert("RGB")
             if opts.resize:
                 img = img.resize((opts.resize[1], opts.resize[0]), Image.BILINEAR)

@@ -15,7 +15,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CorruptError, UnsupportedError
+from .. import limits
+from ..errors import CorruptError, ResourceError, UnsafePathError, UnsupportedError
 
 # Human names of formats, as the report spells them.
 NAMES = {
@@ -76,7 +77,14 @@ def sniff(path: Path) -> Sniffed:
     if not path.exists():
         raise CorruptError("no such file or folder", path=str(path), hint="check the path")
     if path.is_dir():
-        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+        if (path / "saved_model.pb").is_file():
+            try:
+                metas = [n for n, w, _, _ in proto_fields((path / "saved_model.pb").read_bytes()) if (n, w) == (2, 2)]
+            except ValueError:
+                metas = []
+            if not metas:
+                raise CorruptError("saved_model.pb is empty, truncated or holds no meta graph", path=str(path),
+                                   format="tf-savedmodel", hint="re-export the SavedModel")
             return Sniffed("tf-savedmodel", path)
         raise UnsupportedError("the folder holds no recognised model (no saved_model.pb)", path=str(path),
                                hint="pass a model file, or a SavedModel folder")
@@ -104,15 +112,48 @@ def sniff(path: Path) -> Sniffed:
     proto = _sniff_protobuf(path, size)
     if proto:
         return proto
+    said = extension_says(path)
+    if said in ("ONNX", "TF GraphDef", "safetensors"):
+        raise CorruptError(f"the file is not a valid {said} file: truncated or damaged (first bytes "
+                           f"{head[:8].hex(' ')})", path=str(path), format=said.lower().replace(" ", "-"),
+                           hint="re-export or re-copy the model")
     raise UnsupportedError(f"unrecognised content (first bytes {head[:8].hex(' ')})", path=str(path),
                            hint="xaiready reads PyTorch, TorchScript, safetensors, ONNX, Keras and TF files")
 
 
 # ---- zip archives: torch.save, TorchScript, Keras v3 -----------------------------------------------------
+def check_zip_directory(zf: zipfile.ZipFile, path: Path, fmt: str = "zip") -> None:
+    """Refuse archive bombs and escaping member names from the central directory, before reading."""
+    lim = limits.current()
+    infos = zf.infolist()
+    if len(infos) > lim.max_members:
+        raise ResourceError(f"the archive has {len(infos)} members, over the limit of {lim.max_members}",
+                            path=str(path), format=fmt)
+    total = 0
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name.split("/")[0]:
+            raise UnsafePathError(f"archive member '{name}' points outside the archive", path=str(path),
+                                  format=fmt, hint="the file is malformed or hostile; do not unpack it")
+        total += info.file_size
+        if info.file_size > lim.ratio_floor_bytes and info.compress_size >= 0:
+            ratio = info.file_size / max(info.compress_size, 1)
+            if ratio > lim.max_ratio:
+                raise ResourceError(f"archive member '{name}' inflates {ratio:.0f}x ({info.compress_size} -> "
+                                    f"{info.file_size} bytes), over the limit of {lim.max_ratio:g}x",
+                                    path=str(path), format=fmt, hint="a compression bomb; raise --max-ratio "
+                                    "only if you know the file")
+    if total > lim.max_unpacked_bytes:
+        raise ResourceError(f"the archive declares {total} unpacked bytes, over the limit of "
+                            f"{lim.max_unpacked_bytes}", path=str(path), format=fmt,
+                            hint="raise it with --max-unpacked-mb if this is intended")
+
+
 def _sniff_zip(path: Path) -> Sniffed:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
+            check_zip_directory(zf, path)
             if any(n.endswith("/code/") or "/code/" in n for n in names) or any(
                     n.endswith("constants.pkl") for n in names):
                 return Sniffed("torchscript", path, members=names)
@@ -309,7 +350,13 @@ def _sniff_protobuf(path: Path, size: int) -> Sniffed | None:
         return None
     kinds = {(n, w) for n, w, _, _ in fields}
     if (1, 0) in kinds and ((7, 2) in kinds or (8, 2) in kinds):
+        if (7, 2) not in kinds:
+            raise CorruptError("the ONNX model has no graph", path=str(path), format="onnx",
+                               hint="re-export the model")
         return Sniffed("onnx", path)
     if (1, 2) in kinds and kinds <= {(1, 2), (2, 2), (3, 0), (4, 2)}:
         return Sniffed("tf-graphdef", path)
+    if kinds and kinds <= {(2, 2), (3, 0), (4, 2)} and extension_says(path) == "TF GraphDef":
+        raise CorruptError("the GraphDef has no nodes", path=str(path), format="tf-graphdef",
+                           hint="re-export the frozen graph")
     return None

@@ -154,3 +154,54 @@ def test_non_finite_input_is_refused():
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(xr.errors.InputError, match="NaN"):
         xr.check(zoo.build("HealthyCNN"), x)
+
+
+class _NoneGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None
+
+
+class _Blocker(torch.nn.Module):
+    def forward(self, x):
+        return _NoneGrad.apply(x)
+
+
+class _CustomNoneBackward(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = zoo._features()
+        self.block = _Blocker()
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.block(self.features(x)).mean((2, 3)))
+
+
+class _TensorCopy(zoo.HealthyCNN):
+    def forward(self, x):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return super().forward(torch.tensor(x))
+
+
+class _DecoratedNoGrad(zoo.HealthyCNN):
+    @torch.no_grad()
+    def forward(self, x):
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("model,cause,location", [
+    (_CustomNoneBackward, "custom-backward", "block"),
+    (_TensorCopy, "detach", "(root)"),
+    (_DecoratedNoGrad, "no_grad", "features.0"),
+], ids=["custom-backward-returns-none", "torch.tensor-copy", "no_grad-decorator"])
+def test_more_break_patterns(model, cause, location):
+    torch.manual_seed(0)
+    d = xr.check(model(), zoo.example_input()).to_dict()
+    assert d["gradient"]["status"] == "missing"
+    assert (d["gradient"]["break"]["cause"], d["gradient"]["break"]["location"]) == (cause, location)

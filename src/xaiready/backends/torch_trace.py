@@ -17,7 +17,8 @@ from torch.utils._pytree import tree_flatten
 from ..targets import Target
 from .base import BreakFinding
 
-_DETACH = {"detach", "detach_", "__get__"}  # __get__ is the `.data` property
+# __get__ is the `.data` property; torch.tensor(t) / t.new_tensor(t) copy the values without history.
+_DETACH = {"detach", "detach_", "__get__", "tensor", "new_tensor"}
 _ESCAPE_ITEM = {"item", "tolist", "__float__", "__int__", "__bool__", "__index__"}
 _ESCAPE_NUMPY = {"numpy", "__array__"}
 _FACTORIES = {"tensor", "as_tensor", "from_numpy", "asarray"}
@@ -179,10 +180,13 @@ def locate_break(backend, x: np.ndarray, target: Target) -> BreakFinding | None:
     event_index = tracer.cut.get(id(root)) if not root.requires_grad else tracer.zero.get(id(root))
     if event_index is None and not root.requires_grad:
         event_index = tracer.cut.get(id(out))
-    if event_index is None and tracer.events:
-        event_index = 0  # the taint was lost (e.g. through Python arithmetic); the first cut is the best lead
     if event_index is None:
-        return None
+        # The taint did not reach the score: ops inside a custom autograd.Function's forward run
+        # without grad and look like cuts, so a custom backward is the better lead; else the first cut.
+        custom = locate_custom_backward(backend, x, target)
+        if custom is not None or not tracer.events:
+            return custom
+        event_index = 0
     return _finding(tracer.events[event_index])
 
 
@@ -219,7 +223,7 @@ def locate_custom_backward(backend, x: np.ndarray, target: Target) -> BreakFindi
             location = owner.get(id(node), ROOT)
             return BreakFinding(location=location, cause="custom-backward", op=fn_name,
                                 detail=f"custom autograd.Function '{fn_name}' in '{location}' defines its own "
-                                       "backward, and finite differences disagree with it")
+                                       "backward, which does not match its forward")
     return None
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ModelHandle", "Report", "__version__", "as_handle", "check", "errors", "load", "targets"]
+__all__ = ["ModelHandle", "Report", "__version__", "as_handle", "check", "errors", "evaluate", "explain", "load", "targets"]
 
 _LAZY = {
     "load": ("xaiready.api", "load"),
     "check": ("xaiready.api", "check"),
+    "explain": ("xaiready.api", "explain"),
+    "evaluate": ("xaiready.api", "evaluate"),
     "as_handle": ("xaiready.api", "as_handle"),
     "ModelHandle": ("xaiready.model", "ModelHandle"),
     "Report": ("xaiready.readiness.report", "Report"),

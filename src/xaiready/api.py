@@ -16,11 +16,15 @@ from .targets import Target
 
 
 def load(path: str | Path, arch: str | None = None, trust: bool = False, *, arch_kwargs=None,
-         imports: Sequence[str] = (), output: str | int | None = None) -> ModelHandle:
-    """Load a model file or folder by content; see ``xaiready.formats.load``."""
+         imports: Sequence[str] = (), output: str | int | None = None, convert: bool = True, **options) -> ModelHandle:
+    """Load a model file or folder by content; see ``xaiready.formats.load``.
+
+    ``convert=False`` keeps inference-only formats (ONNX) as they are instead of converting them to a
+    verified differentiable model."""
     from .formats.load import load as _load
 
-    return _load(path, arch=arch, arch_kwargs=arch_kwargs, trust=trust, imports=imports, output=output)
+    return _load(path, arch=arch, arch_kwargs=arch_kwargs, trust=trust, imports=imports, output=output,
+                 convert=convert, **options)
 
 
 def as_handle(model: Any, *, output: str | int | None = None) -> ModelHandle:
@@ -35,8 +39,12 @@ def as_handle(model: Any, *, output: str | int | None = None) -> ModelHandle:
         kind = "torchscript" if safe_isinstance(model, "torch.jit.ScriptModule") else "eager"
         fmt = "torchscript" if kind == "torchscript" else "pytorch-eager"
         return ModelHandle(TorchBackend(model, output=output, kind=kind), Source(None, fmt, "torch"))
+    if safe_isinstance(model, "keras.Model"):
+        from .backends.tensorflow import TensorFlowBackend
+
+        return ModelHandle(TensorFlowBackend(model, kind="keras", output=output), Source(None, "keras", "tensorflow"))
     raise UsageError(f"cannot use a {type(model).__name__} as a model",
-                     hint="pass a path, a ModelHandle from xr.load, or a torch.nn.Module")
+                     hint="pass a path, a ModelHandle from xr.load, a torch.nn.Module or a keras.Model")
 
 
 def prepare_input(handle: ModelHandle, x: Any = None, input_shape: Sequence[int] | None = None) -> np.ndarray:
@@ -63,3 +71,44 @@ def check(model: Any, x: Any = None, target: Target | None = None, *, task: str 
     handle = as_handle(model, output=output)
     x = prepare_input(handle, x, input_shape)
     return run_check(handle, x, target=target, task=task, layer=layer)
+
+
+def explain(model: Any, x: Any, method: str = "gradcam", target: Target | None = None, layer: str | None = None,
+            **options: Any):
+    """Explain ``target`` on ``x`` with a registered method; returns an Attribution (DESIGN 3.3).
+
+    ``options`` go to the method (e.g. ``n_steps``, ``baseline``, ``batch_size`` for integrated
+    gradients; ``base``, ``n_samples``, ``noise_level``, ``seed`` for smoothgrad); ``output`` picks an
+    output of a multi-output model; ``verify=False`` skips the (cached) capability check;
+    ``sanity`` ("cheap", "full" or "off") sets the health checks recorded in ``info["health"]``.
+    """
+    from .explain import load_methods
+    from .metrics.health import with_health
+
+    handle = as_handle(model, output=options.pop("output", None))
+    sanity = options.pop("sanity", "cheap")
+    cls = load_methods().get(method)
+    if cls.family == "black_box":
+        options.pop("verify", None)  # forward-only methods have no capability to verify
+    attr = cls()(handle, x, target, layer=layer, **options)
+    return with_health(handle, x, attr, target, sanity, options)
+
+
+def evaluate(model: Any, x: Any, attribution: Any, metrics: Sequence[str] = ("deletion", "insertion"),
+             target: Target | None = None, *, mask: Any = None, method: str | None = None,
+             layer: str | None = None, settings: Any = None, **options: Any):
+    """Score ``attribution`` of ``x`` with each metric; returns ``{metric name: MetricResult}``.
+
+    Metrics that re-explain (max-sensitivity, random-logit, randomization) use ``method`` (default: the
+    attribution's own method and layer, with ``options``); localization metrics need ``mask`` (N, H, W).
+    """
+    from .metrics.evaluate import evaluate as _evaluate
+    from .metrics.evaluate import explainer_for
+
+    handle = as_handle(model, output=options.pop("output", None))
+    x = handle.as_input(x)
+    method = method or getattr(attribution, "method", None)
+    layer = layer or getattr(attribution, "layer", None)
+    explainer = explainer_for(handle, method, layer=layer, **options) if method else None
+    return _evaluate(handle, x, attribution, metrics, target, mask=None if mask is None else np.asarray(mask),
+                     explainer=explainer, settings=settings)

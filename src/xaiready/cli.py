@@ -16,6 +16,12 @@ from .errors import XaiReadyError
 
 COMMANDS = {
     "check": ("xaiready.commands.check", "measure whether a model is ready for gradient and CAM explanations"),
+    "explain": ("xaiready.commands.explain", "explain a prediction with gradient, CAM or black-box methods; PNG overlay"),
+    "verify-conversion": ("xaiready.commands.verify_conversion",
+                          "compare two models (e.g. an original and its conversion) on outputs, gradients "
+                          "and an attribution map"),
+    "evaluate": ("xaiready.commands.evaluate", "score explanation methods with quantitative metrics (table, JSON, curves)"),
+    "benchmark": ("xaiready.commands.benchmark", "leaderboard of methods on the built-in ground-truth benchmark"),
     "demo": ("xaiready.commands.demo", "build example models (healthy and broken), check each, print a table"),
 }
 EXIT_CODES = """exit codes:

@@ -6,13 +6,14 @@ never import a framework. All arrays crossing it are NumPy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from ..errors import InputError, UsageError
 from ..targets import Target
 
 
@@ -97,6 +98,60 @@ class Backend(Protocol):
 
     def example_shape(self) -> tuple[int, ...] | None:
         """A plausible input shape read off the model, or None."""
+
+
+class Randomizable(Protocol):
+    """Optional protocol (parameter-randomization metrics and health checks); test with hasattr.
+
+    Kept apart from ``Backend`` so that only backends able to rewrite weights implement it.
+    """
+
+    def randomizable_layers(self) -> list[str]:
+        """Layers that own parameters, in definition order."""
+
+    def randomized(self, layers: Sequence[str], seed: int = 0) -> AbstractContextManager[list[str]]:
+        """Within the block the named layers hold seeded random weights; on exit, also after an
+        exception, every original value is restored exactly."""
+
+
+def select_output(raw, choice: str | int | None, is_tensor: Callable[[object], bool],
+                  preferred: Sequence[str] = ("logits", "out")):
+    """The output to explain from a tensor, dict(-like) or tuple/list output of any framework.
+
+    ``choice`` is ``--output`` (a name or index); by default a dict's ``logits`` or ``out`` entry, or
+    its only entry; a sequence's first item.
+    """
+    if is_tensor(raw):
+        return raw
+    if isinstance(raw, dict) or hasattr(raw, "keys"):
+        keys = list(raw.keys())
+        key = choice
+        if key is None:
+            key = next((k for k in preferred if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise UsageError(f"the model returns several outputs {keys}", hint="choose one with --output NAME")
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and key not in keys):
+            key = keys[int(key)] if int(key) < len(keys) else key
+        if key not in keys:
+            raise UsageError(f"the model has no output '{key}'", hint=f"outputs are {keys}")
+        return _tensor_output(raw[key], key, is_tensor)
+    if isinstance(raw, (tuple, list)):
+        try:
+            index = int(0 if choice is None else choice)
+            value = raw[index]
+        except (ValueError, IndexError):
+            raise UsageError(f"the model returns {len(raw)} outputs; '{choice}' is not one",
+                             hint=f"use --output 0..{len(raw) - 1}") from None
+        return _tensor_output(value, index, is_tensor)
+    raise InputError(f"the model returned {type(raw).__name__}, not a tensor",
+                     hint="wrap the model so it returns a tensor, or pick one with --output")
+
+
+def _tensor_output(value, key, is_tensor):
+    if not is_tensor(value):
+        raise InputError(f"output '{key}' is {type(value).__name__}, not a tensor",
+                         hint="choose a tensor output with --output")
+    return value
 
 
 def iter_chunks(n: int, size: int) -> Iterator[slice]:

@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import InputError, UsageError
 from ..targets import Target
-from .base import BreakFinding, GradResult, LayerAccess, OverrideStats
+from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
 
 # Activations that ReLU-style gradient rules cannot be applied to; counted, never silently ignored.
 _NOT_OVERRIDABLE = {"silu", "gelu", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu",
@@ -78,38 +78,7 @@ class TorchBackend:
 
     def _select(self, raw):
         """Pick the output to explain from a tensor, dict or tuple output."""
-        if isinstance(raw, torch.Tensor):
-            return raw
-        if isinstance(raw, dict) or hasattr(raw, "keys"):
-            keys = list(raw.keys())
-            key = self.output
-            if key is None:
-                key = next((k for k in ("logits", "out") if k in keys), keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise UsageError(f"the model returns several outputs {keys}",
-                                     hint="choose one with --output NAME")
-            if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and key not in keys):
-                key = keys[int(key)]
-            if key not in keys:
-                raise UsageError(f"the model has no output '{key}'", hint=f"outputs are {keys}")
-            return self._select_tensor(raw[key], key)
-        if isinstance(raw, (tuple, list)):
-            index = 0 if self.output is None else self.output
-            try:
-                index = int(index)
-                return self._select_tensor(raw[index], index)
-            except (ValueError, IndexError):
-                raise UsageError(f"the model returns {len(raw)} outputs; '{self.output}' is not one",
-                                 hint=f"use --output 0..{len(raw) - 1}") from None
-        raise InputError(f"the model returned {type(raw).__name__}, not a tensor",
-                         hint="wrap the model so it returns a tensor, or pick one with --output")
-
-    @staticmethod
-    def _select_tensor(value, key):
-        if not isinstance(value, torch.Tensor):
-            raise InputError(f"output '{key}' is {type(value).__name__}, not a tensor",
-                             hint="choose a tensor output with --output")
-        return value
+        return select_output(raw, self.output, lambda v: isinstance(v, torch.Tensor))
 
     def _run(self, xt: torch.Tensor) -> torch.Tensor:
         try:
@@ -199,6 +168,12 @@ class TorchBackend:
         with self.session():
             return locate(self, x, target)
 
+    @property
+    def on_accelerator(self) -> bool:
+        """True when the model runs on a GPU: explainers may then use larger chunks of rows."""
+        ref = self._param()
+        return ref is not None and ref.device.type != "cpu"
+
     def example_shape(self) -> tuple[int, ...] | None:
         for m in self.module.modules():
             if isinstance(m, torch.nn.Conv2d):
@@ -219,6 +194,42 @@ class TorchBackend:
                          for a in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
                                    "_backward_pre_hooks")),
         }
+
+    # ---- optional protocol: layer randomization (metrics.randomization, health checks) -------------------
+    def randomizable_layers(self) -> list[str]:
+        """Modules that own parameters, in definition order."""
+        return [n for n, m in self.module.named_modules() if n and next(m.parameters(recurse=False), None) is not None]
+
+    @contextmanager
+    def randomized(self, layers: Sequence[str], seed: int = 0):
+        """Within the block the named layers hold seeded random weights; originals are restored exactly.
+
+        Weights are drawn U(-b, b) with b = 1/sqrt(fan-in) (torch's default layer init); 1-D parameters
+        of a layer without a matrix weight (e.g. norm scales) are drawn N(0, 1).
+        """
+        modules = dict(self.module.named_modules())
+        missing = [n for n in layers if n not in modules]
+        if missing:
+            raise UsageError(f"the model has no layer '{missing[0]}'", hint="see randomizable_layers()")
+        params = [(m, p) for n in layers for m in [modules[n]] for p in m.parameters(recurse=False)]
+        saved = [p.detach().clone() for _, p in params]
+        gen = torch.Generator().manual_seed(int(seed))
+        try:
+            with torch.no_grad():
+                for m, p in params:
+                    w = getattr(m, "weight", None)
+                    fan_in = w[0].numel() if isinstance(w, torch.Tensor) and w.dim() >= 2 else p[0].numel() if p.dim() >= 2 else 0
+                    if fan_in:
+                        b = fan_in ** -0.5
+                        new = torch.empty(p.shape, dtype=torch.float32).uniform_(-b, b, generator=gen)
+                    else:
+                        new = torch.randn(p.shape, generator=gen)
+                    p.copy_(new.to(p))
+            yield [n for n in layers]
+        finally:
+            with torch.no_grad():
+                for (_, p), old in zip(params, saved, strict=True):
+                    p.copy_(old)
 
 
 # ---- layer capture -------------------------------------------------------------------------------------

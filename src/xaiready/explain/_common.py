@@ -1,0 +1,117 @@
+"""Steps every method shares: resolve the target once, validate options, build the Attribution."""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..targets import Target, for_task, infer_task
+from .base import Attribution
+
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # handle -> {input shape: output shape}
+
+
+@dataclass
+class Prepared:
+    """The input and target as every pass of a method sees them."""
+
+    x: np.ndarray
+    target: Target  # resolved on the unperturbed input
+    output: np.ndarray | None
+    scores: np.ndarray | None  # the explained score of each sample (None until a pass has run)
+
+
+def prepare(handle, x: Any, target: Target | None, *, resolve: bool = True) -> Prepared:
+    """One forward on ``x``: infer the task if no target is given, fix the target's choices.
+
+    ``resolve=False`` skips that forward for methods whose single pass on ``x`` resolves the target on
+    the way (the backend's ``vjp`` does); they complete the result with ``resolved``. The task of a
+    missing target is then read off an output shape remembered per handle and input shape.
+    """
+    if target is not None and not isinstance(target, Target):
+        raise UsageError(f"target must be a xaiready.targets.Target, not {type(target).__name__}",
+                         hint="e.g. xr.targets.Class(3), SegmentationRegion(1), Regression(0)")
+    x = handle.as_input(x)
+    if not resolve:
+        if target is None:
+            target = for_task(infer_task(_output_shape(handle, x)), None)
+        return Prepared(x, target, None, None)
+    out = handle.forward(x)
+    _SHAPES.setdefault(handle, {})[tuple(x.shape)] = tuple(out.shape)
+    if target is None:
+        target = for_task(infer_task(out.shape), None)
+    if target.framework_fn is not None:
+        scores = handle.vjp(x, target, input_grad=False).scores
+    else:
+        target = target.resolve(out, channel_axis=handle.channel_axis)
+        scores = target.scores(out)
+    return Prepared(x, target, out, np.asarray(scores, dtype=np.float64))
+
+
+def resolved(prep: Prepared, result) -> Prepared:
+    """``prep`` completed from a backend pass on ``prep.x`` (a GradResult): resolved target and scores."""
+    return Prepared(prep.x, result.target or prep.target, result.output,
+                    np.asarray(result.scores, dtype=np.float64))
+
+
+def _output_shape(handle, x: np.ndarray) -> tuple[int, ...]:
+    known = _SHAPES.setdefault(handle, {})
+    if tuple(x.shape) not in known:
+        known[tuple(x.shape)] = tuple(handle.forward(x).shape)
+    return known[tuple(x.shape)]
+
+
+def scores_of(handle, x: np.ndarray, target: Target) -> np.ndarray:
+    """Target scores of ``x`` (a forward; through the backend for framework-level targets)."""
+    if target.framework_fn is not None:
+        return np.asarray(handle.vjp(x, target, input_grad=False).scores, dtype=np.float64)
+    return np.asarray(target.scores(handle.forward(x)), dtype=np.float64)
+
+
+def take_options(method: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated by ``given``; an unknown option is a usage error, not silently ignored."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise UsageError(f"{method} has no option {', '.join(unknown)}", hint=f"its options: {known}")
+    return {**defaults, **given}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return f"array{tuple(value.shape)}"
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return getattr(value, "name", None) or type(value).__name__
+
+
+def provenance(handle, options: dict[str, Any]) -> dict[str, Any]:
+    from .. import __version__
+
+    framework = sys.modules.get({"torch": "torch", "tensorflow": "tensorflow"}.get(handle.framework, ""))
+    return {"model": handle.source.to_dict(),
+            "options": {k: _jsonable(v) for k, v in options.items()},
+            "versions": {"xaiready": __version__, "numpy": np.__version__,
+                         handle.framework: getattr(framework, "__version__", None)}}
+
+
+def attribution(method, handle, prep: Prepared, values: np.ndarray, options: dict[str, Any], *,
+                layer: str | None = None, raw: np.ndarray | None = None, info: dict | None = None,
+                warnings: list[str] | tuple[str, ...] = ()) -> Attribution:
+    return Attribution(values=np.asarray(values, dtype=np.float32), method=method.name, family=method.family,
+                       target=prep.target.describe(), layer=layer,
+                       raw=None if raw is None else np.asarray(raw, dtype=np.float32),
+                       scores=prep.scores, input_shape=tuple(prep.x.shape), layout=handle.layout,
+                       provenance=provenance(handle, options), info=dict(info or {}),
+                       warnings=tuple(dict.fromkeys(warnings)))

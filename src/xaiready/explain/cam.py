@@ -1,0 +1,207 @@
+"""The CAM family: one class per channel-weighting rule over a layer's activation A and gradient G.
+
+    map = ReLU( sum_c  w_c(A, G) * A_c )      at the layer's resolution   -> ``raw``
+    values = minmax( upsample(map) )           at the input's resolution
+
+Only ``weights`` differs between methods. Gradients go only to the layer (``input_grad=False``), so the
+backward stops there and never fills parameter gradients. Layouts: the channel axis comes from the
+handle (NCHW or NHWC), so the same code serves every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CapabilityError, UsageError
+from ..targets import Target
+from ._common import Prepared, attribution, prepare, resolved, take_options
+from ._gating import measure, require
+from .base import Attribution, Method, register
+from .gradient import GuidedBackprop, input_gradient, override_findings
+
+
+# ---- resizing (NumPy, matching torch's F.interpolate with align_corners=False) --------------------------
+def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, src - i0
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resize (N, h, w) maps to (N, H, W): ``bilinear`` (half-pixel centres) or ``nearest``."""
+    h, w = maps.shape[1:]
+    if (h, w) == tuple(size):
+        return maps.copy()
+    if mode == "nearest":
+        rows = np.minimum(np.floor(np.arange(size[0]) * (h / size[0])).astype(np.int64), h - 1)
+        cols = np.minimum(np.floor(np.arange(size[1]) * (w / size[1])).astype(np.int64), w - 1)
+        return maps[:, rows][:, :, cols]
+    if mode != "bilinear":
+        raise UsageError(f"unknown interpolation '{mode}'", hint="use bilinear or nearest")
+    r0, r1, fr = _linear_index(h, size[0])
+    c0, c1, fc = _linear_index(w, size[1])
+    m = maps.astype(np.float32, copy=False)
+    fr, fc = fr.astype(np.float32), fc.astype(np.float32)
+    top = m[:, r0] * (1 - fr)[None, :, None] + m[:, r1] * fr[None, :, None]  # (N, H, w): small
+    out = top[:, :, c0]
+    out *= 1 - fc
+    out += top[:, :, c1] * fc
+    return out
+
+
+def normalize(maps: np.ndarray) -> np.ndarray:
+    """Per-sample min-max to [0, 1]; a constant map becomes all zeros rather than NaN."""
+    flat = maps.reshape(len(maps), -1)
+    lo, hi = flat.min(1), flat.max(1)
+    span = np.where(hi > lo, hi - lo, 1).astype(flat.dtype)
+    out = flat - lo[:, None]
+    out /= span[:, None]
+    return out.reshape(maps.shape)
+
+
+def degenerate(raw: np.ndarray) -> list[str | None]:
+    """Per sample: "all-zero", "constant" or None; measured before normalization can hide it."""
+    flat = raw.reshape(len(raw), -1)
+    return ["all-zero" if not f.any() else "constant" if f.min() == f.max() else None for f in flat]
+
+
+def spatial_size(x: np.ndarray, layout: str) -> tuple[int, int]:
+    return (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
+
+
+# ---- the family ---------------------------------------------------------------------------------------------
+class CAMMethod(Method):
+    """Base of the CAM family; subclasses override ``weights`` only."""
+
+    family: ClassVar[str] = "cam"
+    requires: ClassVar[frozenset[str]] = frozenset({"forward", "gradient", "layers"})
+    defaults: ClassVar[dict[str, Any]] = {"interpolation": "bilinear"}
+
+    def weights(self, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        """Channel weights, broadcastable to ``acts`` (N, C, h, w)."""
+        raise NotImplementedError
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        return take_options(self.name, given, self.defaults)
+
+    def __call__(self, handle, x, target: Target | None = None, *, layer: str | None = None,
+                 verify: bool = True, **options) -> Attribution:
+        opts = self.options(options)
+        with handle.session():
+            prep = prepare(handle, x, target, resolve=False)  # the layer pass resolves it
+            layer = self.choose_layer(handle, prep, layer, verify)
+            prep, raw = self.raw_map(handle, prep, layer)
+            up = upsample(raw, spatial_size(prep.x, handle.layout), opts["interpolation"])
+            values, info, warnings = self.combine(handle, prep, raw, up, opts)
+        flags = degenerate(raw)
+        warnings = [*warnings, *(f"sample {i}: the raw {self.name} map is {f}, so the normalized map "
+                                 "carries no information" for i, f in enumerate(flags) if f)]
+        info = {**info, "degenerate": flags, "layer_shape": list(raw.shape[1:])}
+        return attribution(self, handle, prep, values, {**opts, "layer": layer}, layer=layer, raw=raw,
+                           info=info, warnings=warnings)
+
+    def choose_layer(self, handle, prep, layer: str | None, verify: bool) -> str:
+        """The named layer (verified) or readiness's default layer."""
+        if verify:
+            found = require(handle, prep.x, prep.target, self, layer)
+        elif layer is None:
+            found = measure(handle, prep.x, prep.target)
+        else:
+            return layer
+        chosen = layer or found.default_layer
+        if chosen is None:
+            raise CapabilityError(f"{self.name} has no layer to use: {found.cam_reason}",
+                                  path=handle.source.path, format=handle.source.format,
+                                  hint="name one with --layer")
+        return chosen
+
+    def raw_map(self, handle, prep: Prepared, layer: str) -> tuple[Prepared, np.ndarray]:
+        """One pass to the layer only; returns ``prep`` with the target resolved, and the ReLU'd map."""
+        res = handle.vjp(prep.x, prep.target, layers=[layer], input_grad=False)
+        acts, grads = res.activations.get(layer), res.layer_grads.get(layer)
+        if acts is None or grads is None:
+            why = "never ran" if acts is None else "is not on the score's gradient path"
+            raise CapabilityError(f"layer '{layer}' {why}", path=handle.source.path,
+                                  format=handle.source.format, hint="`xaiready check` lists usable layers")
+        if acts.ndim != 4:
+            raise CapabilityError(f"layer '{layer}' has output shape {acts.shape}, not an image-like (N, C, H, W) map",
+                                  hint="choose a convolutional layer with --layer")
+        axis = handle.channel_axis % 4
+        acts, grads = np.moveaxis(acts, axis, 1), np.moveaxis(grads, axis, 1)
+        cam = (self.weights(acts, grads) * acts).sum(1)
+        return resolved(prep, res), np.maximum(cam, 0)
+
+    def combine(self, handle, prep, raw, up, opts) -> tuple[np.ndarray, dict, list[str]]:
+        """The final values from the upsampled map (Guided Grad-CAM multiplies in guided backprop)."""
+        return normalize(up), {}, []
+
+
+@register
+class GradCAM(CAMMethod):
+    """w_c = mean over space of G_c (Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391)."""
+
+    name = "gradcam"
+
+    def weights(self, acts, grads):
+        return grads.mean(axis=(2, 3), keepdims=True)
+
+
+@register
+class GradCAMPlusPlus(CAMMethod):
+    """Grad-CAM++ (Chattopadhay et al. 2018, https://arxiv.org/abs/1710.11063), in its common
+    closed form with exp-score higher derivatives expressed through powers of G (as pytorch-grad-cam)."""
+
+    name = "gradcam++"
+
+    def weights(self, acts, grads):
+        g2 = grads * grads
+        alpha = g2 / (2 * g2 + acts.sum(axis=(2, 3), keepdims=True) * g2 * grads + 1e-6)
+        alpha = np.where(grads != 0, alpha, 0)
+        return (np.maximum(grads, 0) * alpha).sum(axis=(2, 3), keepdims=True)
+
+
+@register
+class HiResCAM(CAMMethod):
+    """Element-wise G * A, summed over channels (Draelos & Carin 2020, https://arxiv.org/abs/2011.08891)."""
+
+    name = "hirescam"
+
+    def weights(self, acts, grads):
+        return grads
+
+
+@register
+class LayerCAM(CAMMethod):
+    """Element-wise ReLU(G) * A (Jiang et al. 2021, https://doi.org/10.1109/TIP.2021.3089943)."""
+
+    name = "layercam"
+
+    def weights(self, acts, grads):
+        return np.maximum(grads, 0)
+
+
+@register
+class XGradCAM(CAMMethod):
+    """w_c = sum(G_c * A_c) / sum(A_c) (Fu et al. 2020, https://arxiv.org/abs/2008.02312)."""
+
+    name = "xgradcam"
+
+    def weights(self, acts, grads):
+        return (grads * acts / (acts.sum(axis=(2, 3), keepdims=True) + 1e-7)).sum(axis=(2, 3), keepdims=True)
+
+
+@register
+class GuidedGradCAM(GradCAM):
+    """Guided backprop times the upsampled raw Grad-CAM map (Selvaraju et al. 2017); input-shaped."""
+
+    name = "guided-gradcam"
+
+    def combine(self, handle, prep, raw, up, opts):
+        with handle.relu_override(GuidedBackprop.mode) as stats:
+            guided = input_gradient(handle, prep.x, prep.target)
+        info, warnings = override_findings(self.name, stats)
+        cam = np.expand_dims(up, handle.channel_axis % prep.x.ndim)
+        return guided * cam, info, warnings

@@ -1,0 +1,81 @@
+"""Chunked passes: results do not depend on the chunk size, and passes never exceed it."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch.nn as nn
+
+import xaiready as xr
+from xaiready.explain._chunking import MIN_ROWS, auto_batch_size
+from xaiready.targets import Class, Regression
+from xaiready.testing import zoo
+
+from .conftest import assert_close, build
+
+
+class Recording(nn.Module):
+    """HealthyCNN that records the batch size of every forward (a real model, not a mock)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = zoo.HealthyCNN()
+        self.seen = []
+
+    def forward(self, t):
+        self.seen.append(t.shape[0])
+        return self.inner(t)
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "smoothgrad", "vargrad"])
+def test_chunked_equals_unchunked(x, method):
+    model = build(zoo.HealthyCNN)
+    opts = {"n_steps": 12} if method == "integrated-gradients" else {"n_samples": 5, "base": "gradient"}
+    one = xr.explain(model, x, method, Class(1), batch_size=1, **opts).values
+    for size in (3, 7, 1000):
+        assert_close(xr.explain(model, x, method, Class(1), batch_size=size, **opts).values, one, rtol=1e-6)
+
+
+def test_passes_never_exceed_the_chunk(x):
+    model = build(Recording)
+    # sanity="off": the health checks' own passes are not the method's
+    xr.explain(model, x, "integrated-gradients", Class(0), n_steps=50, batch_size=6, verify=False, sanity="off")
+    # the first forward resolves the target, the last one scores the baseline for the completeness delta
+    ig_passes = model.seen[1:-1]
+    assert max(ig_passes) == 6 and sum(ig_passes) == 2 * 50
+    model.seen.clear()
+    xr.explain(model, x, "integrated-gradients", Class(0), n_steps=200, verify=False, sanity="off")
+    auto = auto_batch_size(x)
+    assert auto == max(len(x), MIN_ROWS) and max(model.seen[1:]) == auto  # same chunk at 50 or 200 steps
+
+
+def test_auto_batch_size_is_bounded_by_input_size():
+    assert auto_batch_size(np.zeros((2, 3, 32, 32))) == MIN_ROWS
+    assert auto_batch_size(np.zeros((16, 3, 32, 32))) == 16
+    assert auto_batch_size(np.zeros((1, 3, 1024, 1024))) == 2  # 32 MiB of inputs per chunk at most
+    assert auto_batch_size(np.zeros((1, 3, 4096, 4096))) == 1
+    assert auto_batch_size(np.zeros((1, 3, 8, 8)), 5) == 5
+    gpu = SimpleNamespace(backend=SimpleNamespace(on_accelerator=True))  # what a GPU backend reports
+    assert auto_batch_size(np.zeros((2, 3, 32, 32)), handle=gpu) == 32
+    from xaiready.api import as_handle
+
+    assert auto_batch_size(np.zeros((2, 3, 32, 32)), handle=as_handle(build(zoo.HealthyCNN))) == MIN_ROWS
+
+
+def test_smoothgrad_noise_level_is_a_fraction_of_the_input_range(rng):
+    """On f(x) = sum(x^2) the gradient is 2(x + n), so VarGrad = 4 sigma^2 with sigma = level * range."""
+
+    class Square(nn.Module):
+        def forward(self, t):
+            return (t * t).flatten(1).sum(1, keepdim=True)
+
+    x = rng.uniform(-1, 3, (1, 1, 16, 16)).astype(np.float32)
+    level = 0.1
+    sigma = level * (x.max() - x.min())
+    var = xr.explain(Square(), x, "vargrad", Regression(0), base="gradient", n_samples=400, noise_level=level,
+                     verify=False).values
+    # the mean of 256 per-pixel variance estimates from 400 samples: relative std ~ sqrt(2/399/256) < 0.5%
+    assert var.mean() == pytest.approx(4 * sigma**2, rel=0.03)
+    again = xr.explain(Square(), x, "vargrad", Regression(0), base="gradient", n_samples=400, noise_level=level,
+                       verify=False).values
+    np.testing.assert_array_equal(var, again)  # seeded

@@ -17,12 +17,17 @@ LOADERS: dict[str, str] = {
     for fmt in ("pytorch-eager", "pytorch-state-dict", "pytorch-pickle", "pytorch-legacy-tar", "pickle",
                 "torchscript", "safetensors")
 }
+LOADERS["onnx"] = "xaiready.formats.onnx"
+LOADERS.update({"keras": "xaiready.formats.keras", "keras-h5": "xaiready.formats.keras",
+                "tf-savedmodel": "xaiready.formats.tf_graph", "tf-graphdef": "xaiready.formats.tf_graph"})
 _INPUT_FORMATS = {"png", "jpeg", "npy"}
 
 
 def load(path: str | Path, *, arch: str | None = None, arch_kwargs=None, trust: bool = False,
-         imports: Sequence[str] = (), output: str | int | None = None) -> ModelHandle:
-    """Load a model file or folder by its content. See DESIGN 3.1 for the errors it raises."""
+         imports: Sequence[str] = (), output: str | int | None = None, convert: bool = True, **options) -> ModelHandle:
+    """Load a model file or folder by its content. See DESIGN 3.1 for the errors it raises.
+
+    ``options`` go to the format's loader (e.g. ``signature``, ``inputs``, ``outputs`` for TF graphs)."""
     for spec in imports:
         import_user_code(spec)
     sniffed = sniff(Path(path))
@@ -30,7 +35,8 @@ def load(path: str | Path, *, arch: str | None = None, arch_kwargs=None, trust: 
     if contradiction:
         raise CorruptError(contradiction, path=str(path), format=sniffed.format,
                            hint="rename the file to match its content, or re-export it")
-    return loader_for(sniffed).load(sniffed, arch=arch, arch_kwargs=arch_kwargs, trust=trust, output=output)
+    return loader_for(sniffed).load(sniffed, arch=arch, arch_kwargs=arch_kwargs, trust=trust, output=output,
+                                    convert=convert, **options)
 
 
 def loader_for(sniffed: Sniffed):
@@ -42,5 +48,5 @@ def loader_for(sniffed: Sniffed):
         raise UnsupportedError(f"content is {sniffed.name}, which this version of xaiready cannot load"
                                + (f" ({sniffed.detail})" if sniffed.detail else ""),
                                path=str(sniffed.path), format=sniffed.format,
-                               hint="supported here: PyTorch (eager, state dict, safetensors, TorchScript)")
+                               hint="supported here: PyTorch (eager, state dict, safetensors, TorchScript), ONNX, Keras (.keras, .h5), TF SavedModel and GraphDef")
     return importlib.import_module(module)

@@ -21,7 +21,7 @@ from .sniff import Sniffed, safetensors_header
 _RUNS_CODE = {"pytorch-eager", "pytorch-pickle", "pytorch-legacy-tar", "pickle", "torchscript"}
 
 
-def load(sniffed: Sniffed, *, arch: str | None, arch_kwargs, trust: bool, output) -> ModelHandle:
+def load(sniffed: Sniffed, *, arch: str | None, arch_kwargs, trust: bool, output, **_) -> ModelHandle:
     torch = import_optional("torch")
     from ..backends.torch import TorchBackend
 

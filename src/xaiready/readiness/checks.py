@@ -57,7 +57,7 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
     grad = res.input_grad
     report.add("score-in-graph", "pass" if res.score_in_graph else "fail",
                "the score is a tensor inside the autograd graph" if res.score_in_graph else
-               "the score does not require grad: the graph was cut before the output")
+               "the score does not require grad: no autograd graph reaches the output")
 
     status = _gradient_status(report, grad)
     if status == "ok":
@@ -159,13 +159,14 @@ def _saturation_check(report: Report, target: Target, output: np.ndarray, grad) 
 
 def _snapshot(handle):
     snap = getattr(handle.backend, "state_snapshot", None)
-    return snap() if snap else None
+    return (handle.backend, snap()) if snap else None  # the backend too: a rejected conversion swaps it
 
 
 def _unchanged_check(handle, before, report):
     if before is None:
         return
-    after = handle.backend.state_snapshot()
+    backend, before = before
+    after = backend.state_snapshot()
     changed = [k for k in before if before[k] != after[k]]
     report.add("model-unchanged", "fail" if changed else "pass",
                f"changed: {', '.join(changed)}" if changed else

@@ -1,0 +1,108 @@
+"""ONNX graph -> differentiable PyTorch module (torch.fx GraphModule), or the reason why not.
+
+onnx2torch does the conversion; ``passes`` and ``gapfill`` fill the gaps it has for today's exports.
+Every op is checked against the converter registry first, so an unsupported op is named in the
+reason instead of surfacing as a stack trace from deep inside the converter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DOWNGRADE_TO = 17  # the newest opset onnx2torch 1.5 covers broadly
+
+
+class ConversionFailed(Exception):
+    """The graph could not be converted; ``str(exc)`` is the one-line reason."""
+
+
+@dataclass
+class Converted:
+    module: object  # torch.fx.GraphModule, in eval mode
+    notes: list[str] = field(default_factory=list)
+    gap_filled: list[str] = field(default_factory=list)  # "Op-version" converted by xaiready's converters
+
+
+def unsupported_ops(model) -> list[str]:
+    """``domain::Op-version`` of every node no registered converter handles, in graph order."""
+    from onnx import defs
+    from onnx2torch.node_converters.registry import get_converter
+
+    versions = {("" if e.domain == "ai.onnx" else e.domain): e.version for e in model.opset_import}
+    missing: dict[str, None] = {}
+    for node in model.graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        label = f"{domain + '::' if domain else ''}{node.op_type}"
+        if domain not in versions:
+            missing[f"{label} (domain '{domain}' is not imported)"] = None
+            continue
+        try:
+            get_converter(operation_type=node.op_type, version=versions[domain], domain=domain)
+        except NotImplementedError:
+            try:
+                since = defs.get_schema(node.op_type, max_inclusive_version=versions[domain], domain=domain).since_version
+                missing[f"{label}-{since}"] = None
+            except defs.SchemaError:
+                missing[f"{label} (custom op, no ONNX schema)"] = None
+    return list(missing)
+
+
+def to_torch(proto) -> Converted:
+    """Convert a ModelProto (external data loaded). Raises ConversionFailed with the reason."""
+    import warnings
+
+    import onnx2torch
+
+    from . import gapfill
+    from .passes import prepare
+
+    gapfill.install()
+    model, notes = prepare(proto)
+    missing = unsupported_ops(model)
+    if missing:
+        model, missing = _try_downgrade(model, missing, notes)
+    if missing:
+        raise ConversionFailed(f"no converter for {', '.join(missing[:5])}"
+                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    versions = {e.domain: e.version for e in model.opset_import}
+    used = {f"{n.op_type}-{_since(n, versions)}" for n in model.graph.node}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = onnx2torch.convert(model)
+    except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
+            IndexError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionFailed(f"onnx2torch failed: {type(exc).__name__}: {text}") from exc
+    module.eval()
+    return Converted(module, notes, sorted(used & set(gapfill.ADDED)))
+
+
+def _try_downgrade(model, missing: list[str], notes: list[str]):
+    """Second chance for ops no converter takes: onnx's version converter to opset 17, if it can."""
+    from onnx import version_converter
+
+    from .passes import default_opset
+
+    version = default_opset(model)
+    if version is None or version <= DOWNGRADE_TO:
+        return model, missing
+    try:
+        lowered = version_converter.convert_version(model, DOWNGRADE_TO)
+    except (RuntimeError, ValueError):  # no adapter for some op (e.g. Gelu has no version before 20)
+        return model, missing
+    still = unsupported_ops(lowered)
+    if still:
+        return model, missing
+    notes.append(f"downgraded opset {version} -> {DOWNGRADE_TO} with onnx.version_converter")
+    return lowered, []
+
+
+def _since(node, versions: dict) -> int:
+    from onnx import defs
+
+    try:
+        return defs.get_schema(node.op_type, max_inclusive_version=versions.get(node.domain, 1),
+                               domain=node.domain).since_version
+    except defs.SchemaError:
+        return versions.get(node.domain, 1)

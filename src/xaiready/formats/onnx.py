@@ -1,0 +1,192 @@
+"""Loader for ONNX models: validated, confined to their folder, run by ONNX Runtime.
+
+Order matters for safety: the graph is parsed without external data, every external-data location
+is checked to stay inside the model's own folder (no absolute paths, no ``..``, no symlink or
+hardlink that could lead elsewhere), and only then is any weight file or ONNX Runtime opened.
+The default ``torch.onnx.export`` (dynamo) writes weights to ``model.onnx.data`` beside the graph,
+which is exactly the case this allows.
+
+With ``convert=True`` (the default) the model is also converted to a differentiable PyTorch model;
+see ``xaiready.convert``. The converted handle keeps the ONNX Runtime handle as its ``reference``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._lazy import import_optional
+from ..errors import CorruptError, UnsafePathError, UnsupportedError
+from ..model import ModelHandle, Source
+from .sniff import Sniffed
+
+FORMAT = "onnx"
+
+
+def load(sniffed: Sniffed, *, arch=None, arch_kwargs=None, trust: bool = False, output=None,
+         convert: bool = True, **_) -> ModelHandle:
+    path = sniffed.path
+    proto = read_graph(path)
+    locations = check_external_data(proto, path)
+    validate(proto, path, has_external=bool(locations))
+    handle = open_session(path, output=output)
+    if arch is not None:
+        handle.notes.append("--arch is ignored for ONNX files: the graph is the architecture")
+    if not convert:
+        handle.notes.append("conversion to PyTorch disabled (--no-convert)")
+        from ..readiness.report import CheckResult
+
+        handle.extra_checks.append(CheckResult("conversion", "skip", "disabled with --no-convert"))
+        return handle
+    if locations:
+        load_external_data(proto, path)
+    from ..convert import convert_onnx_handle
+
+    return convert_onnx_handle(handle, proto)
+
+
+def read_graph(path: Path):
+    """The ModelProto without external data; corrupt or truncated content raises CorruptError."""
+    onnx = import_optional("onnx")
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise CorruptError(f"the ONNX protobuf cannot be parsed ({_first_line(exc)})", path=str(path),
+                           format=FORMAT, hint="the file is damaged or truncated; re-export or re-copy it") from exc
+    if not proto.graph.node and not proto.graph.output:
+        raise CorruptError("the ONNX file holds no graph", path=str(path), format=FORMAT,
+                           hint="the file is damaged or truncated; re-export or re-copy it")
+    return proto
+
+
+def _tensors(graph):
+    """Every TensorProto of a graph: initializers, Constant values, and those of subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def _external_location(tensor) -> str | None:
+    from onnx import TensorProto
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return None
+    entries = {e.key: e.value for e in tensor.external_data}
+    return entries.get("location", "")
+
+
+def check_external_data(proto, path: Path) -> list[Path]:
+    """The external-data files the graph names, each proven to lie inside the model's folder.
+
+    Refused (UnsafePathError, exit 4): absolute locations, ``..`` components, symbolic links anywhere
+    on the way (a link can point anywhere, and onnx's checker refuses them too), files with several
+    hard links (another name, possibly outside, shares the data).
+    Nothing is opened here; only ``lstat`` is used.
+    """
+    folder = path.absolute().parent  # where ONNX Runtime looks: beside the path as given
+    found: dict[str, Path] = {}
+    for tensor in _tensors(proto.graph):
+        location = _external_location(tensor)
+        if location is None or location in found:
+            continue
+        found[location] = _safe_location(location, folder, path, tensor.name)
+    for location, file in found.items():
+        if not file.is_file():
+            raise CorruptError(f"external data file '{location}' is missing", path=str(path), format=FORMAT,
+                               hint="copy the weights file (often model.onnx.data) next to the graph")
+    return list(found.values())
+
+
+def _safe_location(location: str, folder: Path, path: Path, tensor: str) -> Path:
+    def refuse(why: str):
+        return UnsafePathError(f"external data '{location}' of tensor '{tensor}' {why}", path=str(path),
+                               format=FORMAT, hint="external data must be a plain file inside the model's folder")
+
+    if not location or "\x00" in location:
+        raise refuse("is empty or malformed")
+    parts = location.replace("\\", "/").split("/")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
+        raise refuse("is an absolute path")
+    if ".." in parts:
+        raise refuse("climbs out of the model's folder with '..'")
+    current = folder
+    for part in [p for p in parts if p not in ("", ".")]:
+        current = current / part
+        if current.is_symlink():  # onnx's own checker refuses every symlink too
+            raise refuse(f"goes through a symbolic link ('{part}')")
+    if not current.resolve().is_relative_to(folder.resolve()):
+        raise refuse("resolves outside the model's folder")
+    if current.exists():
+        st = current.lstat()
+        if st.st_nlink > 1 and current.is_file():
+            raise refuse(f"is a file with {st.st_nlink} hard links, which may be a file outside the folder")
+    return current
+
+
+def load_external_data(proto, path: Path) -> None:
+    """Read the (already checked) external data into the proto, for conversion."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        load_external_data_for_model(proto, str(path.absolute().parent))
+    except (OSError, ValueError) as exc:
+        raise CorruptError(f"external data cannot be read ({_first_line(exc)})", path=str(path), format=FORMAT,
+                           hint="the weights file is damaged or truncated") from exc
+
+
+def validate(proto, path: Path, *, has_external: bool) -> None:
+    """``onnx.checker`` on the graph; any finding is a corrupt-model error."""
+    import onnx
+
+    try:
+        # With external data the checker needs the model's folder, which only the path form gives it
+        # (the locations were proven safe before this point).
+        onnx.checker.check_model(str(path) if has_external else proto)
+    except onnx.checker.ValidationError as exc:
+        raise CorruptError(f"the ONNX checker rejects the model: {_first_line(exc)}", path=str(path),
+                           format=FORMAT, hint="re-export the model; it is not valid ONNX") from exc
+
+
+def open_session(path: Path, *, output=None) -> ModelHandle:
+    ort = import_optional("onnxruntime")
+    from ..backends.onnxruntime import NO_GRADIENTS, OnnxRuntimeBackend
+    from ..readiness.report import CheckResult
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: warnings would break the one-line promise
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
+        kind = type(exc).__name__
+        if kind in ("NotImplemented", "InvalidGraph") or "not implemented" in str(exc).lower():
+            raise UnsupportedError(f"ONNX Runtime cannot run this graph: {_first_line(exc)}", path=str(path),
+                                   format=FORMAT, hint="an op or opset this onnxruntime does not support") from exc
+        raise CorruptError(f"ONNX Runtime cannot load the model: {_first_line(exc)}", path=str(path),
+                           format=FORMAT, hint="re-export the model") from exc
+    backend = OnnxRuntimeBackend(session, output=output)
+    handle = ModelHandle(backend, Source(str(path), FORMAT, "onnxruntime"))
+    handle.notes.append(f"ONNX input {backend.input.describe()}; outputs "
+                        + ", ".join(s.describe() for s in backend.outputs))
+    if backend.output_choice_note:
+        handle.notes.append(backend.output_choice_note)
+    handle.extra_checks.append(CheckResult("onnx-valid", "pass", "onnx.checker accepts the graph"))
+    handle.extra_checks.append(CheckResult("gradient-backend", "fail",
+                                           f"{NO_GRADIENTS}; the model is inference-only as stored"))
+    return handle
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

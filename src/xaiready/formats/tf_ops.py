@@ -11,21 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CorruptError
+from ..errors import CorruptError, UntrustedError
 from .sniff import proto_fields
 
 # Ops that touch the file system or call back into Python; loading a graph with them runs code.
 FILE_OR_PYTHON_OPS = {
-    "WriteFile", "ReadFile", "MatchingFiles", "DeleteFile", "FileSystemSetConfiguration",
-    "PyFunc", "PyFuncStateless", "EagerPyFunc", "ImmutableConst",
-    "Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints",
-    "WriteSummary", "CreateSummaryFileWriter", "WriteAudioSummary", "WriteImageSummary",
-    "PrintV2", "Print",
+    "ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "FileSystemSetConfiguration", "ImmutableConst",
+    "PyFunc", "PyFuncStateless", "EagerPyFunc",
+    "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2", "FixedLengthRecordReader",
+    "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2", "IdentityReader", "IdentityReaderV2",
+    "TextLineDataset", "TFRecordDataset", "FixedLengthRecordDataset",
+    "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints",
+    "ShardedFilename", "WriteSummary", "CreateSummaryFileWriter", "WriteAudioSummary", "WriteImageSummary",
+    "PrintV2", "Print", "DecodeProtoV2",
 }
-# Save/restore ops are expected inside the functions TensorFlow itself writes to save and restore
-# variables; anywhere else they read or write arbitrary files.
-_CHECKPOINT_OPS = {"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints"}
-_CHECKPOINT_FUNCTIONS = ("_traced_save", "_traced_restore")
+# A SavedModel's own variable save/restore: expected inside the functions TensorFlow writes for it,
+# anywhere else they read or write arbitrary files. Frozen GraphDefs have no reason to hold them.
+_CHECKPOINT_OPS = {"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints",
+                   "ShardedFilename"}
+_CHECKPOINT_FUNCTIONS = ("_traced_save_", "_traced_restore_", "__inference_save_", "__inference_restore_")
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,26 @@ def model_ops(path: Path, fmt: str) -> list[OpUse]:
                            hint="re-export the model") from exc
 
 
-def unsafe_ops(uses: list[OpUse]) -> list[OpUse]:
-    """Uses of file-system or Python-calling ops outside TensorFlow's own checkpoint functions."""
-    bad = []
-    for use in uses:
-        if use.op not in FILE_OR_PYTHON_OPS:
-            continue
-        if use.op in _CHECKPOINT_OPS and any(k in (use.function or "") for k in _CHECKPOINT_FUNCTIONS):
-            continue
-        if use.op in _CHECKPOINT_OPS and use.function is None and use.node.startswith(("save/", "saver")):
-            continue
-        bad.append(use)
-    return bad
+def unsafe_ops(uses: list[OpUse], allow_checkpoint: bool = True) -> list[OpUse]:
+    """Uses of file-system or Python-calling ops, except (``allow_checkpoint``) a SavedModel's own
+    checkpoint functions and its TF1 saver nodes."""
+    def checkpoint(use: OpUse) -> bool:
+        if not allow_checkpoint:
+            return False
+        if use.function is not None:
+            return any(tag in use.function for tag in _CHECKPOINT_FUNCTIONS)
+        return use.op in _CHECKPOINT_OPS and use.node.startswith(("save/", "saver"))
+
+    return [use for use in uses if use.op in FILE_OR_PYTHON_OPS and not checkpoint(use)]
+
+
+def gate(path: Path, fmt: str, trust: bool) -> None:
+    """Refuse (exit 4) a GraphDef or SavedModel with file or Python ops unless trusted; no TF import."""
+    if trust:
+        return
+    bad = unsafe_ops(model_ops(path, fmt), allow_checkpoint=fmt == "tf-savedmodel")
+    if bad:
+        names = ", ".join(f"{u.op} '{u.node}'" + (f" in {u.function}" if u.function else "") for u in bad[:3])
+        raise UntrustedError(f"the graph holds ops that touch files or run Python: {names}"
+                             + (" ..." if len(bad) > 3 else ""), path=str(path), format=fmt,
+                             hint="pass --trust only if you trust its author")

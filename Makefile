@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench bench-explain bench-blackbox bench-tf bench-metrics onnx-corpus lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,24 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# Benchmarks print ratios (ours / anchor, ours / plain forward+backward); run them on a quiet machine.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_check.py
+
+bench-explain: $(STAMP)
+	$(BIN)/python bench/bench_explain.py
+
+bench-blackbox: $(STAMP)
+	$(BIN)/python bench/bench_blackbox.py
+
+bench-tf: $(STAMP)
+	$(BIN)/python bench/bench_tf.py
+
+bench-metrics: $(STAMP)
+	$(BIN)/python bench/bench_metrics.py
+
+onnx-corpus: $(STAMP)
+	$(BIN)/python bench/onnx_corpus.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

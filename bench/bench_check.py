@@ -40,7 +40,7 @@ def main():
     handle = xr.as_handle(model)
     plain_forward_backward(model, x)  # warm-up
     run_check(handle, x)
-    base, ours, phases = [], [], None
+    base, ours = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
         plain_forward_backward(model, x)

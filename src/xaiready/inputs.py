@@ -17,7 +17,6 @@ from . import limits
 from .errors import CorruptError, InputError, ResourceError, UnsupportedError, UsageError
 
 
-
 @dataclass
 class ImageOptions:
     resize: tuple[int, int] | None = None

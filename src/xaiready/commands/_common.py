@@ -7,7 +7,9 @@ import argparse
 from ..errors import UsageError
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, *, short_graph_names: bool = True) -> None:
+    """``short_graph_names``: also accept --inputs/--outputs for the TF graph tensors (not in ``evaluate``,
+    whose --inputs names the input files)."""
     p.add_argument("model", metavar="MODEL", help="model file or folder (format detected from content)")
     p.add_argument("--arch", metavar="MODULE:CLASS", help="architecture for a state dict: MODULE:CLASS or FILE.py:CLASS")
     p.add_argument("--arch-kwargs", metavar="JSON", help="constructor arguments for --arch, as a JSON object")
@@ -16,6 +18,36 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", action="store_true",
                    help="allow formats that run code from the file (pickled modules, TorchScript)")
     p.add_argument("--output", metavar="NAME|INDEX", help="which output to explain, for dict/tuple outputs")
+    p.add_argument("--signature", metavar="NAME", help="SavedModel signature to call (default: serving_default)")
+    short = short_graph_names
+    p.add_argument("--graph-inputs", *(["--inputs"] if short else []), dest="inputs", metavar="NAME",
+                   help="input tensor of a frozen TF graph, when not unambiguous")
+    p.add_argument("--graph-outputs", *(["--outputs"] if short else []), dest="outputs", metavar="NAME",
+                   help="output tensor of a frozen TF graph (or SavedModel output key)")
+    p.add_argument("--no-convert", dest="convert", action="store_false",
+                   help="keep ONNX models on ONNX Runtime (inference-only) instead of converting them to a "
+                        "verified differentiable PyTorch model")
+    add_limit_arguments(p)
+
+
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """Resource limits (see xaiready.limits for defaults and why); --trust never changes them."""
+    g = p.add_argument_group("resource limits (exit 5 when exceeded)")
+    g.add_argument("--max-unpacked-mb", type=float, metavar="MB", help="declared unpacked size of an archive (8192)")
+    g.add_argument("--max-ratio", type=float, metavar="X", help="compression ratio of an archive member (100)")
+    g.add_argument("--max-image-pixels", type=int, metavar="N", help="pixels of an input image (50000000)")
+    g.add_argument("--max-input-mb", type=float, metavar="MB", help="one sample of a declared input (1024)")
+
+
+def apply_limits(args) -> None:
+    from .. import limits
+
+    mb = limits.MiB
+    limits.configure(
+        max_unpacked_bytes=None if getattr(args, "max_unpacked_mb", None) is None else int(args.max_unpacked_mb * mb),
+        max_ratio=getattr(args, "max_ratio", None),
+        max_image_pixels=getattr(args, "max_image_pixels", None),
+        max_input_bytes=None if getattr(args, "max_input_mb", None) is None else int(args.max_input_mb * mb))
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,11 +78,13 @@ def _floats(text: str | None, what: str):
 def load_model(args):
     from ..api import load
 
+    apply_limits(args)
     output = args.output
     if output is not None and output.lstrip("-").isdigit():
         output = int(output)
     return load(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, trust=args.trust,
-                imports=args.imports, output=output)
+                imports=args.imports, output=output, convert=getattr(args, "convert", True),
+                **{k: getattr(args, k) for k in ("signature", "inputs", "outputs") if getattr(args, k, None)})
 
 
 def read_input(args, handle):

@@ -88,6 +88,8 @@ def sniff(path: Path) -> Sniffed:
             return Sniffed("tf-savedmodel", path)
         raise UnsupportedError("the folder holds no recognised model (no saved_model.pb)", path=str(path),
                                hint="pass a model file, or a SavedModel folder")
+    if path.name == "saved_model.pb":  # the file inside a SavedModel folder names the folder
+        return sniff(path.parent)
     size = path.stat().st_size
     if size == 0:
         raise CorruptError("the file is empty (0 bytes)", path=str(path), hint="re-export or re-copy the model")

@@ -322,3 +322,63 @@ def test_cli_error_line_names_file_format_and_reason(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "[zip]" in err or "[pytorch" in err or "zip" in err
     assert io is not None
+
+
+# ---- declared input specs of ONNX and Keras models ----------------------------------------------------------
+def _onnx_with_input(path: Path, dims) -> Path:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    return path
+
+
+def test_onnx_declaring_a_huge_input_is_refused_before_a_session(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = _onnx_with_input(tmp_path / "huge.onnx", [1, 3, 100_000, 100_000])  # 112 GiB per sample
+    with pytest.raises(errors.ResourceError) as exc:
+        xr.load(path)
+    assert exc.value.exit_code == 5 and "declared input" in exc.value.message
+
+
+@pytest.mark.parametrize("delta,refused", [(-1, True), (0, False), (1, False)])
+def test_onnx_declared_input_limit_boundaries(tmp_path, delta, refused):
+    pytest.importorskip("onnxruntime")
+    path = _onnx_with_input(tmp_path / "m.onnx", ["N", 3, 8, 8])  # dynamic batch: per sample 768 bytes
+    with limits.override(max_input_bytes=3 * 8 * 8 * 4 + delta):
+        if refused:
+            with pytest.raises(errors.ResourceError):
+                xr.load(path, convert=False)
+        else:
+            assert xr.load(path, convert=False).source.format == "onnx"
+
+
+def test_keras_declaring_a_huge_input_is_refused_from_its_config(tmp_path):
+    pytest.importorskip("keras")
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 50_000, 50_000, 3], "name": "x"}}]}}
+    path = tmp_path / "huge.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", b"")
+    with pytest.raises(errors.ResourceError) as exc:
+        xr.load(path)
+    assert exc.value.exit_code == 5
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_keras_vocabulary_path_outside_the_folder_is_refused(tmp_path, trust):
+    pytest.importorskip("keras")
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "StringLookup", "config": {"name": "lookup", "vocabulary": "../../etc/passwd"}}]}}
+    path = tmp_path / "vocab.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", b"")
+    with pytest.raises(errors.UnsafePathError) as exc:
+        xr.load(path, trust=trust)
+    assert exc.value.exit_code == 4 and "vocabulary" in exc.value.message

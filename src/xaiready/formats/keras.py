@@ -20,7 +20,15 @@ import zipfile
 from pathlib import Path
 
 from .._lazy import import_optional
-from ..errors import ArchMismatchError, CorruptError, MissingCodeError, UnsupportedError, UntrustedError
+from ..errors import (
+    ArchMismatchError,
+    CorruptError,
+    MissingCodeError,
+    UnsafePathError,
+    UnsupportedError,
+    UntrustedError,
+)
+from ..limits import check_declared_input
 from ..model import ModelHandle, Source
 from ..usercode import build_arch, imported_modules
 from .sniff import Sniffed
@@ -49,7 +57,9 @@ def load(sniffed: Sniffed, *, arch: str | None, arch_kwargs, trust: bool, output
         model = _weights_only(keras, path, fmt, arch, arch_kwargs)
         notes.append("architecture built from --arch, weights loaded from the file")
     else:
+        _check_paths(config, path, fmt)
         _gate(config, path, fmt, trust)
+        _check_input_specs(config, path, fmt)
         custom = custom_objects(keras)
         _check_classes(keras, config, custom, path, fmt)
         model = _load_model(keras, path, fmt, custom, safe_mode=not trust)
@@ -79,6 +89,42 @@ def read_config(path: Path, fmt: str) -> dict | None:
     except OSError as exc:
         raise CorruptError(f"the HDF5 file cannot be read: {_first_line(exc)}", path=str(path), format=fmt,
                            hint="re-export or re-copy the model") from exc
+
+
+_PATH_KEYS = {"vocabulary", "vocabulary_path", "idf_weights", "filepath", "path"}
+
+
+def _check_paths(config, path: Path, fmt: str) -> None:
+    """Refuse (exit 4) config strings that make a layer read a file outside the model's folder
+    (e.g. a StringLookup/TextVectorization vocabulary given as a path), even with --trust."""
+    folder = path.resolve().parent
+
+    def visit(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _PATH_KEYS and isinstance(value, str) and value:
+                    target = (folder / value).resolve()
+                    if not target.is_relative_to(folder):
+                        raise UnsafePathError(f"config key '{key}' points outside the model's folder: '{value}'",
+                                              path=str(path), format=fmt,
+                                              hint="the model would read that file at load time; inline it")
+                else:
+                    visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+
+
+def _check_input_specs(config, path: Path, fmt: str) -> None:
+    """Refuse (exit 5) declared input shapes whose one sample would exceed the limit, from the config."""
+    for node in _walk(config, into_code=False):
+        if node.get("class_name") == "InputLayer":
+            spec = node.get("config", {})
+            shape = spec.get("batch_shape") or spec.get("batch_input_shape")
+            if isinstance(shape, list):
+                check_declared_input(shape, 4, path=str(path), fmt=fmt)
 
 
 def _walk(config, into_code: bool = True):

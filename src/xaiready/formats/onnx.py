@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .._lazy import import_optional
 from ..errors import CorruptError, UnsafePathError, UnsupportedError
+from ..limits import check_declared_input
 from ..model import ModelHandle, Source
 from .sniff import Sniffed
 
@@ -27,6 +28,7 @@ def load(sniffed: Sniffed, *, arch=None, arch_kwargs=None, trust: bool = False, 
          convert: bool = True, **_) -> ModelHandle:
     path = sniffed.path
     proto = read_graph(path)
+    check_declared_inputs(proto, path)
     locations = check_external_data(proto, path)
     validate(proto, path, has_external=bool(locations))
     handle = open_session(path, output=output)
@@ -43,6 +45,22 @@ def load(sniffed: Sniffed, *, arch=None, arch_kwargs=None, trust: bool = False, 
     from ..convert import convert_onnx_handle
 
     return convert_onnx_handle(handle, proto)
+
+
+def check_declared_inputs(proto, path: Path) -> None:
+    """Refuse (exit 5) an input spec whose one sample would exceed the limit, before any allocation."""
+    onnx = import_optional("onnx")
+    initializers = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 4
+        check_declared_input(dims, itemsize, path=str(path), fmt=FORMAT)
 
 
 def read_graph(path: Path):

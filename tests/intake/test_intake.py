@@ -382,3 +382,70 @@ def test_keras_vocabulary_path_outside_the_folder_is_refused(tmp_path, trust):
     with pytest.raises(errors.UnsafePathError) as exc:
         xr.load(path, trust=trust)
     assert exc.value.exit_code == 4 and "vocabulary" in exc.value.message
+
+
+# ---- pickles that break, TF graphs with file ops ------------------------------------------------------------
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_breaks_right_after_its_payload_runs_nothing(tmp_path):
+    import pickle
+
+    marker = tmp_path / "marker"
+    blob = pickle.dumps(_Payload(marker), protocol=4)
+    path = tmp_path / "broken.pkl"
+    path.write_bytes(blob[:-1] + b"\xff\xff")  # the STOP opcode replaced by garbage
+    with pytest.raises(errors.XaiReadyError) as exc:
+        xr.load(path, trust=False)
+    assert exc.value.exit_code in (3, 4)
+    assert not marker.exists()
+
+
+_TF_WRITER = """
+import sys, tensorflow as tf
+marker, out, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+
+class Writer(tf.Module):
+    def __init__(self):
+        self.w = tf.Variable(tf.ones((3, 2)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3])])
+    def __call__(self, x):
+        tf.io.write_file(marker, "payload ran")
+        return x @ self.w
+
+module = Writer()
+if kind == "savedmodel":
+    tf.saved_model.save(module, out)
+else:
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    frozen = convert_variables_to_constants_v2(module.__call__.get_concrete_function())
+    with open(out, "wb") as fh:
+        fh.write(frozen.graph.as_graph_def().SerializeToString())
+"""
+
+
+@pytest.mark.parametrize("kind", ["savedmodel", "graphdef"])
+def test_tf_graph_with_write_file_refused_before_tensorflow_loads(tmp_path, kind):
+    pytest.importorskip("tensorflow")
+    marker = tmp_path / "marker"
+    out = tmp_path / ("sm" if kind == "savedmodel" else "frozen.pb")
+    maker = tmp_path / "make.py"
+    maker.write_text(_TF_WRITER)
+    made = subprocess.run([sys.executable, str(maker), str(marker), str(out), kind], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-500:]
+    marker.unlink(missing_ok=True)
+    code = ("import sys; from xaiready.cli import main; rc = main(['check', sys.argv[1], '--input-shape', '1,3']); "
+            "print(rc, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+    rc, tf_loaded = result.stdout.split()[-2:]
+    assert rc == "4" and tf_loaded == "False", result.stderr
+    assert "WriteFile" in result.stderr and result.stderr.count("\n") == 1
+    assert not marker.exists()

@@ -449,3 +449,33 @@ def test_tf_graph_with_write_file_refused_before_tensorflow_loads(tmp_path, kind
     assert rc == "4" and tf_loaded == "False", result.stderr
     assert "WriteFile" in result.stderr and result.stderr.count("\n") == 1
     assert not marker.exists()
+
+
+_KERAS_LAMBDA = """
+import sys, keras
+marker, folder = sys.argv[1], sys.argv[2]
+
+def touch(t, marker=marker):
+    open(marker, "w").close()  # the payload: runs wherever the Lambda runs
+    return t
+
+inputs = keras.Input((4,))
+outputs = keras.layers.Dense(2)(keras.layers.Lambda(touch)(inputs))
+model = keras.Model(inputs, outputs)
+model.save(folder + "/lambda.keras")
+model.save(folder + "/lambda.h5")
+"""
+
+
+def test_keras_lambda_payload_never_runs_without_trust(tmp_path):
+    pytest.importorskip("keras")
+    marker = tmp_path / "marker"
+    maker = tmp_path / "make.py"
+    maker.write_text(_KERAS_LAMBDA)
+    made = subprocess.run([sys.executable, str(maker), str(marker), str(tmp_path)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-500:]
+    for name in ("lambda.keras", "lambda.h5"):
+        marker.unlink(missing_ok=True)
+        with pytest.raises(errors.UntrustedError):
+            xr.load(tmp_path / name)
+        assert not marker.exists(), name

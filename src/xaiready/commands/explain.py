@@ -86,7 +86,8 @@ def run(args) -> int:
                          **_options(args, cls))
         except CapabilityError as exc:
             if not args.fallback:
-                exc.hint = (exc.hint + "; " if exc.hint else "") + "or pass --fallback"
+                if "--fallback" not in (exc.hint or ""):
+                    exc.hint = (exc.hint + "; " if exc.hint else "") + "or pass --fallback"
                 raise
             if "occlusion" not in methods:
                 raise CapabilityError(exc.message, path=exc.path, format=exc.format,

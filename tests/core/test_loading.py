@@ -1,6 +1,5 @@
 """Loading the PyTorch family by content: trust policy, user code, state dicts, TorchScript, bad files."""
 
-import os
 import subprocess
 import sys
 import tarfile
@@ -12,26 +11,19 @@ import pytest
 import torch
 
 import xaiready as xr
+from payloads import Payload
 from xaiready import errors
 from xaiready.testing import zoo
 
 ZOO = "xaiready.testing.zoo"
 
 
-class _Payload:
-    """Pickles as a call to os.system: loading it runs a shell command."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_pickled_module_refused_without_trust_and_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "model.pt"
-    torch.save({"model": zoo.build("HealthyCNN"), "hook": _Payload(marker)}, path)
+    torch.save({"model": zoo.build("HealthyCNN"), "hook": Payload(marker)}, path)
     with pytest.raises(errors.UntrustedError) as info:
         xr.load(path)
     assert info.value.exit_code == 4 and "--trust" in info.value.one_line()
@@ -43,7 +35,7 @@ def test_raw_pickle_payload_refused(tmp_path):
 
     marker = tmp_path / "marker"
     path = tmp_path / "weights.pkl"
-    path.write_bytes(pickle.dumps(_Payload(marker)))
+    path.write_bytes(pickle.dumps(Payload(marker)))
     with pytest.raises(errors.UntrustedError):
         xr.load(path)
     assert not marker.exists()
@@ -56,7 +48,7 @@ def test_legacy_tar_checkpoint_refused(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "old.tar"
     with tarfile.open(path, "w") as tf:
-        for name, blob in (("sys_info", pickle.dumps({})), ("pickle", pickle.dumps(_Payload(marker))),
+        for name, blob in (("sys_info", pickle.dumps({})), ("pickle", pickle.dumps(Payload(marker))),
                            ("storages", b""), ("tensors", b"")):
             info = tarfile.TarInfo(name)
             info.size = len(blob)
@@ -77,7 +69,7 @@ def test_pickled_module_loads_with_trust(tmp_path):
 def test_safe_switch_not_weakened_by_environment(tmp_path, monkeypatch):
     marker = tmp_path / "marker"
     path = tmp_path / "model.pt"
-    torch.save({"hook": _Payload(marker)}, path)
+    torch.save({"hook": Payload(marker)}, path)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(errors.UntrustedError):
         xr.load(path)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import xaiready as xr
+from payloads import Payload
 from xaiready import errors, limits
 from xaiready.inputs import read_input
 from xaiready.testing import zoo
@@ -385,21 +386,11 @@ def test_keras_vocabulary_path_outside_the_folder_is_refused(tmp_path, trust):
 
 
 # ---- pickles that break, TF graphs with file ops ------------------------------------------------------------
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_pickle_that_breaks_right_after_its_payload_runs_nothing(tmp_path):
     import pickle
 
     marker = tmp_path / "marker"
-    blob = pickle.dumps(_Payload(marker), protocol=4)
+    blob = pickle.dumps(Payload(marker), protocol=4)
     path = tmp_path / "broken.pkl"
     path.write_bytes(blob[:-1] + b"\xff\xff")  # the STOP opcode replaced by garbage
     with pytest.raises(errors.XaiReadyError) as exc:

@@ -73,15 +73,6 @@ def scores_of(handle, x: np.ndarray, target: Target) -> np.ndarray:
     return np.asarray(target.scores(handle.forward(x)), dtype=np.float64)
 
 
-def take_options(method: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated by ``given``; an unknown option is a usage error, not silently ignored."""
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        known = ", ".join(sorted(defaults)) or "none"
-        raise UsageError(f"{method} has no option {', '.join(unknown)}", hint=f"its options: {known}")
-    return {**defaults, **given}
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return f"array{tuple(value.shape)}"

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._registry import Registry
+from ..errors import UsageError
 
 SCHEMA_VERSION = 1
 FAMILIES = ("gradient", "cam", "black_box")
@@ -67,6 +68,15 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()  # subset of {"forward", "gradient", "layers"}
+    defaults: ClassVar[dict[str, Any]] = {}  # every option the method takes, with its default
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``defaults`` updated by ``given``; an unknown option is a usage error, not silently ignored."""
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise UsageError(f"{self.name} has no option {', '.join(unknown)}", hint=f"its options: {known}")
+        return {**self.defaults, **given}
 
     def __call__(self, handle, x: np.ndarray, target, **options) -> Attribution:
         raise NotImplementedError

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ._chunking import auto_batch_size
-from ._common import Prepared, attribution, prepare, scores_of, take_options
+from ._common import Prepared, attribution, prepare, scores_of
 from .base import Method, register
 
 BLACK_BOX_NOTE = "black-box: computed from forward passes only (no gradients)"
@@ -45,7 +45,7 @@ class BlackBoxMethod(Method):
         if layer is not None:
             raise UsageError(f"{self.name} is a black-box method and uses no layer",
                              hint="drop --layer, or choose a CAM method")
-        opts = take_options(self.name, options, self.defaults)
+        opts = self.options(options)
         prep = prepare(handle, x, target)
         opts["batch_size"] = auto_batch_size(prep.x, opts["batch_size"])
         with handle.session():

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CapabilityError, UsageError
 from ..targets import Target
-from ._common import Prepared, attribution, prepare, resolved, take_options
+from ._common import Prepared, attribution, prepare, resolved
 from ._gating import measure, require
 from .base import Attribution, Method, register
 from .gradient import GuidedBackprop, input_gradient, override_findings
@@ -83,9 +83,6 @@ class CAMMethod(Method):
     def weights(self, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
         """Channel weights, broadcastable to ``acts`` (N, C, h, w)."""
         raise NotImplementedError
-
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        return take_options(self.name, given, self.defaults)
 
     def __call__(self, handle, x, target: Target | None = None, *, layer: str | None = None,
                  verify: bool = True, **options) -> Attribution:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CapabilityError, UsageError
 from ..targets import Target
 from ._chunking import accumulate, auto_batch_size, run_rows
-from ._common import Prepared, attribution, prepare, resolved, scores_of, take_options
+from ._common import Prepared, attribution, prepare, resolved, scores_of
 from ._gating import require
 from .base import Attribution, Method, register
 
@@ -27,10 +27,6 @@ class GradientMethod(Method):
 
     family: ClassVar[str] = "gradient"
     requires: ClassVar[frozenset[str]] = frozenset({"forward", "gradient"})
-    defaults: ClassVar[dict[str, Any]] = {}
-
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        return take_options(self.name, given, self.defaults)
 
     def __call__(self, handle, x, target: Target | None = None, *, layer: str | None = None,
                  verify: bool = True, **options) -> Attribution:

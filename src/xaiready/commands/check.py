@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from ._common import add_input_arguments, add_model_arguments, add_target_arguments
 
@@ -20,16 +19,14 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..errors import RequirementError, XaiReadyError
-    from ..readiness.report import Report
 
     try:
-        handle = _load_and_check(args)
+        report = _load_and_check(args)
     except XaiReadyError as exc:
         if args.json:
             print(json.dumps({"model": {"path": args.model, "format": exc.format, "framework": None,
                                         "converted_from": None}, "error": exc.to_dict()}, indent=2))
         raise
-    report: Report = handle
     if args.json:
         print(report.to_json())
     else:
@@ -43,20 +40,15 @@ def run(args) -> int:
 
 
 def _load_and_check(args):
+    from ..errors import XaiReadyError
     from ..readiness.checks import run_check
     from ._common import load_model, make_target, read_input
 
     handle = load_model(args)
     x = read_input(args, handle)
-    task = args.task
-    target = make_target(args)
     try:
-        return run_check(handle, x, target=target, task=task, layer=args.layer)
-    except Exception as exc:
-        if getattr(exc, "path", "unset") is None:
+        return run_check(handle, x, target=make_target(args), task=args.task, layer=args.layer)
+    except XaiReadyError as exc:  # name the file and format in the one-line error
+        if exc.path is None:
             exc.path, exc.format = args.model, handle.source.format
         raise
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)

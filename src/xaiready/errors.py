@@ -22,6 +22,13 @@ so the CLI can print exactly one line.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of a library's error message (or its type name), for one-line errors."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit else line
+
+
 class XaiReadyError(Exception):
     exit_code = 1
     kind = "error"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, first_line
 from ..targets import Target
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
 
@@ -86,7 +86,7 @@ class TorchBackend:
         except (UsageError, InputError):
             raise
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise InputError(f"the model could not run on an input of shape {tuple(xt.shape)}: {first}",
                              hint="check --input-shape / --layout, or the input file") from exc
 

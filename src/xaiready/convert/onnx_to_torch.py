@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import first_line
+
 DOWNGRADE_TO = 17  # the newest opset onnx2torch 1.5 covers broadly
 
 
@@ -72,7 +74,7 @@ def to_torch(proto) -> Converted:
             module = onnx2torch.convert(model)
     except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
             IndexError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         raise ConversionFailed(f"onnx2torch failed: {type(exc).__name__}: {text}") from exc
     module.eval()
     return Converted(module, notes, sorted(used & set(gapfill.ADDED)))

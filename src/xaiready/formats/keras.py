@@ -27,6 +27,7 @@ from ..errors import (
     UnsafePathError,
     UnsupportedError,
     UntrustedError,
+    first_line,
 )
 from ..limits import check_declared_input
 from ..model import ModelHandle, Source
@@ -87,7 +88,7 @@ def read_config(path: Path, fmt: str) -> dict | None:
         raise CorruptError(f"the model config cannot be read: {exc}", path=str(path), format=fmt,
                            hint="re-export the model with model.save()") from exc
     except OSError as exc:
-        raise CorruptError(f"the HDF5 file cannot be read: {_first_line(exc)}", path=str(path), format=fmt,
+        raise CorruptError(f"the HDF5 file cannot be read: {first_line(exc, 300)}", path=str(path), format=fmt,
                            hint="re-export or re-copy the model") from exc
 
 
@@ -251,7 +252,7 @@ def _load_model(keras, path: Path, fmt: str, custom: dict, *, safe_mode: bool):
                                    hint="replace the Lambda with a registered custom layer and pass its code with "
                                         "--import, or rebuild the model in code and load its weights with "
                                         "--arch") from exc
-            raise CorruptError(f"Keras could not load the model: {_first_line(exc)}", path=str(path), format=fmt,
+            raise CorruptError(f"Keras could not load the model: {first_line(exc, 300)}", path=str(path), format=fmt,
                                hint="re-export it with model.save(), or pass its custom code with --import") from exc
 
 
@@ -285,11 +286,7 @@ def _weights_only(keras, path: Path, fmt: str, arch, arch_kwargs):
             warnings.simplefilter("ignore")
             model.load_weights(str(path))
     except (ValueError, KeyError, OSError) as exc:
-        raise ArchMismatchError(f"the weights do not fit --arch: {_first_line(exc)}", path=str(path),
+        raise ArchMismatchError(f"the weights do not fit --arch: {first_line(exc, 300)}", path=str(path),
                                 format=fmt, hint="check --arch and --arch-kwargs") from exc
     return model
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .._lazy import import_optional
-from ..errors import CorruptError, UnsafePathError, UnsupportedError
+from ..errors import CorruptError, UnsafePathError, UnsupportedError, first_line
 from ..limits import check_declared_input
 from ..model import ModelHandle, Source
 from .sniff import Sniffed
@@ -71,7 +71,7 @@ def read_graph(path: Path):
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise CorruptError(f"the ONNX protobuf cannot be parsed ({_first_line(exc)})", path=str(path),
+        raise CorruptError(f"the ONNX protobuf cannot be parsed ({first_line(exc)})", path=str(path),
                            format=FORMAT, hint="the file is damaged or truncated; re-export or re-copy it") from exc
     if not proto.graph.node and not proto.graph.output:
         raise CorruptError("the ONNX file holds no graph", path=str(path), format=FORMAT,
@@ -160,7 +160,7 @@ def load_external_data(proto, path: Path) -> None:
     try:
         load_external_data_for_model(proto, str(path.absolute().parent))
     except (OSError, ValueError) as exc:
-        raise CorruptError(f"external data cannot be read ({_first_line(exc)})", path=str(path), format=FORMAT,
+        raise CorruptError(f"external data cannot be read ({first_line(exc)})", path=str(path), format=FORMAT,
                            hint="the weights file is damaged or truncated") from exc
 
 
@@ -173,7 +173,7 @@ def validate(proto, path: Path, *, has_external: bool) -> None:
         # (the locations were proven safe before this point).
         onnx.checker.check_model(str(path) if has_external else proto)
     except onnx.checker.ValidationError as exc:
-        raise CorruptError(f"the ONNX checker rejects the model: {_first_line(exc)}", path=str(path),
+        raise CorruptError(f"the ONNX checker rejects the model: {first_line(exc)}", path=str(path),
                            format=FORMAT, hint="re-export the model; it is not valid ONNX") from exc
 
 
@@ -189,9 +189,9 @@ def open_session(path: Path, *, output=None) -> ModelHandle:
     except Exception as exc:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         kind = type(exc).__name__
         if kind in ("NotImplemented", "InvalidGraph") or "not implemented" in str(exc).lower():
-            raise UnsupportedError(f"ONNX Runtime cannot run this graph: {_first_line(exc)}", path=str(path),
+            raise UnsupportedError(f"ONNX Runtime cannot run this graph: {first_line(exc)}", path=str(path),
                                    format=FORMAT, hint="an op or opset this onnxruntime does not support") from exc
-        raise CorruptError(f"ONNX Runtime cannot load the model: {_first_line(exc)}", path=str(path),
+        raise CorruptError(f"ONNX Runtime cannot load the model: {first_line(exc)}", path=str(path),
                            format=FORMAT, hint="re-export the model") from exc
     backend = OnnxRuntimeBackend(session, output=output)
     handle = ModelHandle(backend, Source(str(path), FORMAT, "onnxruntime"))
@@ -204,7 +204,3 @@ def open_session(path: Path, *, output=None) -> ModelHandle:
                                            f"{NO_GRADIENTS}; the model is inference-only as stored"))
     return handle
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

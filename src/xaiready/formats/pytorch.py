@@ -13,7 +13,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .._lazy import import_optional
-from ..errors import ArchMismatchError, CorruptError, LoadError, MissingCodeError, UntrustedError, UsageError
+from ..errors import (
+    ArchMismatchError,
+    CorruptError,
+    LoadError,
+    MissingCodeError,
+    UntrustedError,
+    UsageError,
+    first_line,
+)
 from ..model import ModelHandle, Source
 from ..usercode import build_arch, find_class
 from .sniff import Sniffed, safetensors_header
@@ -68,7 +76,7 @@ def _safe_torch_load(torch, path: Path, fmt: str):
         raise UntrustedError(f"the safe (weights-only) load refused this file: {first}", path=str(path),
                              format=fmt, hint="pass --trust only if you trust its author") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CorruptError(f"torch could not read the file: {_first_line(exc)}", path=str(path), format=fmt,
+        raise CorruptError(f"torch could not read the file: {first_line(exc)}", path=str(path), format=fmt,
                            hint="re-export or re-copy the model") from exc
 
 
@@ -85,11 +93,11 @@ def _trusted_torch_load(torch, sniffed: Sniffed):
             return torch.load(sniffed.path, map_location="cpu", weights_only=False,
                               pickle_module=_USER_AWARE_PICKLE)
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
-        raise MissingCodeError(f"the pickle names code that cannot be imported: {_first_line(exc)}",
+        raise MissingCodeError(f"the pickle names code that cannot be imported: {first_line(exc)}",
                                path=str(sniffed.path), format=sniffed.format,
                                hint="pass --import MODULE or --import file.py with the class definitions") from exc
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
-        raise CorruptError(f"torch could not read the file: {_first_line(exc)}", path=str(sniffed.path),
+        raise CorruptError(f"torch could not read the file: {first_line(exc)}", path=str(sniffed.path),
                            format=sniffed.format, hint="re-export or re-copy the model") from exc
 
 
@@ -131,7 +139,7 @@ def _load_safetensors(path: Path):
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CorruptError(f"the safetensors file cannot be read: {_first_line(exc)}", path=str(path),
+        raise CorruptError(f"the safetensors file cannot be read: {first_line(exc)}", path=str(path),
                            format="safetensors") from exc
 
 
@@ -187,7 +195,7 @@ def _load_torchscript(torch, TorchBackend, path: Path, arch, arch_kwargs, output
             warnings.simplefilter("ignore")
             scripted = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
-        raise CorruptError(f"TorchScript could not load the archive: {_first_line(exc)}", path=str(path),
+        raise CorruptError(f"TorchScript could not load the archive: {first_line(exc)}", path=str(path),
                            format="torchscript", hint="re-export the model") from exc
     reference = ModelHandle(TorchBackend(scripted, output=output, kind="torchscript"),
                             Source(str(path), "torchscript", "torch"))
@@ -199,7 +207,7 @@ def _load_torchscript(torch, TorchBackend, path: Path, arch, arch_kwargs, output
     except ArchMismatchError:
         raise
     except (RuntimeError, LoadError, UsageError) as exc:
-        raise ArchMismatchError(f"the TorchScript weights do not fit --arch: {_first_line(exc)}", path=str(path),
+        raise ArchMismatchError(f"the TorchScript weights do not fit --arch: {first_line(exc)}", path=str(path),
                                 format="torchscript") from exc
     handle = ModelHandle(TorchBackend(module, output=output, kind="eager"),
                          Source(str(path), "pytorch-eager", "torch", converted_from="torchscript"),
@@ -208,7 +216,3 @@ def _load_torchscript(torch, TorchBackend, path: Path, arch, arch_kwargs, output
     handle.reference = reference
     return handle
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

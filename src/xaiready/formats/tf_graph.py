@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CorruptError, UnsupportedError, UsageError
+from ..errors import CorruptError, UnsupportedError, UsageError, first_line
 from ..model import ModelHandle, Source
 from .sniff import Sniffed
 from .tf_ops import gate
@@ -62,7 +62,7 @@ def _load_savedmodel(tf, path: Path, trust: bool, output, signature: str | None,
     try:
         loaded = tf.saved_model.load(str(path))
     except (tf.errors.OpError, ValueError, KeyError, OSError, AssertionError) as exc:
-        raise CorruptError(f"TensorFlow could not load the SavedModel: {_first_line(exc)}", path=str(path),
+        raise CorruptError(f"TensorFlow could not load the SavedModel: {first_line(exc, 300)}", path=str(path),
                            format=fmt, hint="re-export or re-copy the model") from exc
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     if not signatures:
@@ -96,7 +96,7 @@ def _load_savedmodel(tf, path: Path, trust: bool, output, signature: str | None,
             in_name = frozen.inputs[0].name
             splits = GraphSplits(tf, frozen.graph.as_graph_def(), in_name, out_name)
     except (ValueError, TypeError, KeyError, IndexError, tf.errors.OpError) as exc:
-        splits = NoSplits(f"the signature could not be frozen to expose internal tensors ({_first_line(exc)})")
+        splits = NoSplits(f"the signature could not be frozen to expose internal tensors ({first_line(exc, 300)})")
     backend = TensorFlowBackend(fn, kind="savedmodel", output=chosen, input_key=key, splits=splits,
                                 graph_def=graph_def, input_spec=(tuple(spec.shape), spec.dtype))
     backend.keep_alive = loaded  # the signature's variables live as long as the loaded object
@@ -199,7 +199,7 @@ class GraphSplits:
             self.out = graph.get_tensor_by_name(out_name)
             self.full = self.wrapped.prune(self.x, self.out)
         except (ValueError, KeyError, TypeError, tf.errors.OpError) as exc:
-            raise CorruptError(f"TensorFlow could not import the graph: {_first_line(exc)}",
+            raise CorruptError(f"TensorFlow could not import the graph: {first_line(exc, 300)}",
                                path=str(path) if path else None, format="tf-graphdef",
                                hint="check --inputs/--outputs, or re-export the graph") from exc
         self._names = self._candidates(graph)
@@ -297,7 +297,3 @@ def _register_relu_rule(tf, mode: str) -> str:
     tf.RegisterGradient(name)(rule)
     return name
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

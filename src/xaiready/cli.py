@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import XaiReadyError
+from .errors import XaiReadyError, first_line
 
 COMMANDS = {
     "check": ("xaiready.commands.check", "measure whether a model is ready for gradient and CAM explanations"),
@@ -28,7 +28,9 @@ EXIT_CODES = """exit codes:
   0  success (check: the verdict meets --require)      4  refused by policy (needs --trust, unsafe path)
   1  --require not met                                  5  over a resource limit
   2  usage error                                        6  the model could not run on the input
-  3  invalid model or input file (corrupt, unsupported, arch mismatch, missing code)"""
+  3  invalid model or input file (corrupt, unsupported, arch mismatch, missing code)
+ 70  internal error: a bug in xaiready or a framework (please report it)"""
+INTERNAL_ERROR = 70  # EX_SOFTWARE in sysexits.h: distinct from 1 (--require not met) for CI scripts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in xaiready or a framework: still one line, unless debugging
         if os.environ.get("XAIREADY_DEBUG"):
             raise
-        print(f"error: internal error {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(set XAIREADY_DEBUG=1 for a traceback and report it)", file=sys.stderr)
-        return 1
+        print(f"error: internal error {type(exc).__name__}: {first_line(exc)} "
+              "(please report it, with the output of XAIREADY_DEBUG=1 for a traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

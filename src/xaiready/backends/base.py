@@ -33,6 +33,7 @@ class GradResult:
     layer_grads: dict[str, np.ndarray | None] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     target: Target | None = None  # the target as resolved on this pass's output
+    grad_mode_error: str | None = None  # the forward ran without gradients but raised with them
 
 
 @dataclass
@@ -63,7 +64,7 @@ class BreakFinding:
     """Where a gradient path dies. ``location`` names the layer as the framework names it."""
 
     location: str
-    cause: str  # detach | numpy | no_grad | item | non-differentiable | custom-backward | unknown
+    cause: str  # detach | numpy | no_grad | item | non-differentiable | custom-backward | zero-weights | unknown
     op: str = ""
     after: str | None = None
     detail: str = ""

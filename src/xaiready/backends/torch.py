@@ -74,7 +74,34 @@ class TorchBackend:
 
     @staticmethod
     def to_numpy(t) -> np.ndarray:
-        return t.detach().cpu().numpy()
+        t = t.detach()
+        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds every bfloat16 exactly
+            t = t.float()
+        return t.cpu().numpy()
+
+    @property
+    def precision(self) -> str:
+        """The floating dtype the model computes in, by name (``float32``, ``float16``, ``bfloat16``...)."""
+        ref = self._param()
+        return str(ref.dtype).removeprefix("torch.") if ref is not None and ref.is_floating_point() else "float32"
+
+    @contextmanager
+    def full_precision(self):
+        """Within the block a float16/bfloat16 model computes in float32; every tensor is restored exactly.
+
+        Finite differences of a half-precision model are rounding noise, so gradient correctness is
+        measured on the same weights in float32 (both types convert to float32 without loss).
+        """
+        low = (torch.float16, torch.bfloat16)
+        tensors = [t for t in (*self.module.parameters(), *self.module.buffers()) if t.dtype in low]
+        saved = [(t, t.dtype) for t in tensors]
+        try:
+            for t in tensors:
+                t.data = t.data.float()
+            yield self
+        finally:
+            for t, dtype in saved:
+                t.data = t.data.to(dtype)
 
     def _select(self, raw):
         """Pick the output to explain from a tensor, dict or tuple output."""
@@ -108,7 +135,10 @@ class TorchBackend:
             input_grad: bool = True) -> GradResult:
         with self.session(), torch.enable_grad(), _capture(self.module, layers) as captured:
             xt = self.to_tensor(x, requires_grad=input_grad)
-            out = self._run(xt)
+            try:
+                out = self._run(xt)
+            except InputError as exc:
+                return self._grad_mode_failure(x, target, exc)
             out_np = self.to_numpy(out)
             if not target.resolved:
                 target = target.resolve(out_np, channel_axis=1)
@@ -140,6 +170,19 @@ class TorchBackend:
                 result.layer_grads[name] = None if g is None else self.to_numpy(g)
             return result
 
+    def _grad_mode_failure(self, x: np.ndarray, target: Target, exc: InputError) -> GradResult:
+        """A forward that runs without gradients but raises with them (``.numpy()`` on a tensor that
+        requires grad, say) is a broken gradient path, not an input problem; anything else re-raises."""
+        try:
+            out_np = self.forward(x)
+        except InputError:
+            raise exc from None
+        if not target.resolved:
+            target = target.resolve(out_np, channel_axis=1)
+        scores = None if target.framework_fn is not None else target.scores(out_np)
+        return GradResult(output=out_np, scores=scores, input_grad=None, score_in_graph=False, target=target,
+                          grad_mode_error=first_line(exc.__cause__ or exc))
+
     def layers(self) -> LayerAccess:
         names = [n for n, _ in self.module.named_modules() if n]
         if self.kind == "torchscript":
@@ -164,7 +207,7 @@ class TorchBackend:
 
         locate = {"missing": torch_trace.locate_break, "zero": torch_trace.locate_break,
                   "non-finite": torch_trace.locate_non_finite,
-                  "incorrect": torch_trace.locate_custom_backward}[status]
+                  "incorrect": torch_trace.locate_incorrect}[status]
         with self.session():
             return locate(self, x, target)
 

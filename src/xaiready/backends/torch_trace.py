@@ -9,6 +9,8 @@ the explained output, not a harmless ``.item()`` used for logging.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
@@ -41,6 +43,7 @@ class _Tracer(TorchFunctionMode):
         self.zero: dict[int, int] = {}  # id(tensor) -> event index, for tensors with zero gradient
         self.origin: dict[int, str] = {id(x): "input"}  # id(tensor) -> last module that produced it
         self.depends: set[int] = {id(x)}  # tensors that depend on the model input
+        self.live: set[int] = {id(x)}  # ... and still have an autograd path to it
         self.known = known | {id(x)}
         self.escapes: list[int] = []  # events whose value left torch (item/numpy)
         self.keep: list[object] = [x]  # hold references so ids stay unique during the trace
@@ -52,11 +55,12 @@ class _Tracer(TorchFunctionMode):
     def pop(self, name, output):
         if self.stack and self.stack[-1] == name:
             self.stack.pop()
-        for t in tree_flatten(output)[0]:
-            if isinstance(t, torch.Tensor):
-                self.origin[id(t)] = name
-                self.known.add(id(t))
-                self.keep.append(t)
+        tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+        self._adopt_new_leaves(tensors)  # a module may return a tensor built by an untraced factory
+        for t in tensors:
+            self.origin[id(t)] = name
+            self.known.add(id(t))
+            self.keep.append(t)
 
     def _module(self):
         return self.stack[-1] if self.stack else ROOT
@@ -78,8 +82,13 @@ class _Tracer(TorchFunctionMode):
         if not dep:
             return result
         outs = [t for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor)]
-        live_in = any(a is not None and a.requires_grad for a in dep)
-        tainted = [self.cut[id(a)] for a in dep if a is not None and id(a) in self.cut and not a.requires_grad]
+        for a in dep:  # a custom autograd.Function re-attaches what its forward computed without grad
+            if a is not None and id(a) in self.cut and isinstance(a.grad_fn, torch.autograd.function.BackwardCFunction):
+                del self.cut[id(a)]
+                self.live.add(id(a))
+        # Parameters make a tensor require grad, so "has a gradient path to the input" is tracked apart.
+        live_in = any(a is not None and id(a) in self.live for a in dep)
+        tainted = [self.cut[id(a)] for a in dep if a is not None and id(a) in self.cut and id(a) not in self.live]
 
         if not outs:  # the value left torch: .item(), .tolist(), .numpy()
             cause = "numpy" if name in _ESCAPE_NUMPY else "item" if name in _ESCAPE_ITEM else None
@@ -116,7 +125,9 @@ class _Tracer(TorchFunctionMode):
                 origin = self.stack[-1]
             if origin:
                 self.origin[id(t)] = origin
-            if event is not None and not t.requires_grad:
+            if live_in and t.requires_grad:
+                self.live.add(id(t))
+            elif event is not None:
                 self.cut[id(t)] = event
         self._track_zero(name, dep, outs)
         return result
@@ -136,7 +147,7 @@ class _Tracer(TorchFunctionMode):
                 self.cut[id(a)] = event
 
     def _track_zero(self, name, dep, outs):
-        live = [a for a in dep if a is not None and a.requires_grad]
+        live = [a for a in dep if a is not None and id(a) in self.live]
         if not live:
             return
         if name in _ZERO_GRAD:
@@ -147,16 +158,54 @@ class _Tracer(TorchFunctionMode):
                 return
             event = zeros[0]
         for t in outs:
-            if t.requires_grad:
+            if id(t) in self.live:
                 self.zero[id(t)] = event
 
 
 def locate_break(backend, x: np.ndarray, target: Target) -> BreakFinding | None:
     """Run one traced forward; return the cut that reaches the score, or None if none does."""
-    module = backend.module
     if backend.kind == "torchscript":
         return BreakFinding(location=ROOT, cause="unknown", op="",
                             detail="TorchScript runs as a compiled graph; its operations cannot be traced")
+    tracer, out, root = _traced_forward(backend, x, target)
+    if isinstance(out, BaseException):
+        return _raised_in_grad_mode(tracer, out)
+    # Only the model's forward (and a custom target's score) is traced: xaiready's own handling of the
+    # output (seeds, NumPy copies) must never be blamed.
+    live = id(root) in tracer.live or isinstance(root.grad_fn, torch.autograd.function.BackwardCFunction)
+    event_index = tracer.zero.get(id(root)) if live else tracer.cut.get(id(root), tracer.cut.get(id(out)))
+    if event_index is not None:
+        return _finding(tracer.events[event_index])
+    # The taint did not reach the score: ops inside a custom autograd.Function's forward run without
+    # grad and look like cuts, so a custom backward is the better lead; then weights that are all zero.
+    return locate_custom_backward(backend, x, target) or (_zero_weights(backend.module) if live else None)
+
+
+def locate_incorrect(backend, x: np.ndarray, target: Target) -> BreakFinding | None:
+    """Why autograd disagrees with finite differences: a custom backward, or a value that left the graph
+    (``.item()``, ``.detach()``, NumPy) and came back as a constant whose dependence on the input
+    autograd cannot see."""
+    found = locate_custom_backward(backend, x, target)
+    if found is not None or backend.kind == "torchscript":
+        return found
+    tracer, out, _root = _traced_forward(backend, x, target)
+    if isinstance(out, BaseException):
+        return None
+    escapes = [e for e in tracer.events if e.cause in ("item", "detach", "numpy")]
+    if not escapes:
+        return None
+    event = escapes[0]
+    finding = _finding(event)
+    finding.detail = (f"{finding.op} {_where(event)}: the value leaves the autograd graph and re-enters as a "
+                      "constant, so the gradient ignores how it depends on the input (e.g. a scale taken "
+                      "through .item()); compute it with tensor ops, or detach it on purpose and accept an "
+                      "approximate gradient")
+    return finding
+
+
+def _traced_forward(backend, x: np.ndarray, target: Target):
+    """One forward under the tracer: (tracer, output or the exception it raised, score root)."""
+    module = backend.module
     known = {id(p) for p in module.parameters()} | {id(b) for b in module.buffers()}
     xt = backend.to_tensor(x, requires_grad=True)
     tracer = _Tracer(xt, known)
@@ -168,26 +217,44 @@ def locate_break(backend, x: np.ndarray, target: Target) -> BreakFinding | None:
             handles.append(sub.register_forward_pre_hook(lambda _m, _i, n=name: tracer.push(n)))
             handles.append(sub.register_forward_hook(lambda _m, _i, o, n=name: tracer.pop(n, o)))
         with torch.enable_grad(), tracer:
-            out = backend._select(module(xt))
+            try:
+                out = backend._select(module(xt))
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                return tracer, exc, None
             root = target.framework_fn(out) if target.framework_fn is not None else out
-            if root.requires_grad and target.framework_fn is None:
-                seed = torch.as_tensor(target.seed(backend.to_numpy(out)), dtype=out.dtype)
-                root = (out * seed).sum()
     finally:
         for h in handles:
             h.remove()
         handles.clear()
-    event_index = tracer.cut.get(id(root)) if not root.requires_grad else tracer.zero.get(id(root))
-    if event_index is None and not root.requires_grad:
-        event_index = tracer.cut.get(id(out))
-    if event_index is None:
-        # The taint did not reach the score: ops inside a custom autograd.Function's forward run
-        # without grad and look like cuts, so a custom backward is the better lead; else the first cut.
-        custom = locate_custom_backward(backend, x, target)
-        if custom is not None or not tracer.events:
-            return custom
-        event_index = 0
-    return _finding(tracer.events[event_index])
+    return tracer, out, root
+
+
+def _raised_in_grad_mode(tracer: _Tracer, exc: BaseException) -> BreakFinding:
+    """The forward raised with gradients enabled (it runs without them): the module on top of the
+    stack is the one whose forward raised."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    cause = "numpy" if "numpy" in message.lower() else "unknown"
+    location = tracer._module()
+    where = f"in '{location}'" if location != ROOT else "in the top-level forward"
+    return BreakFinding(location=location, cause=cause, op="numpy" if cause == "numpy" else type(exc).__name__,
+                        after=None, detail=f"the forward {where} raises when gradients are enabled "
+                                           f"(it runs without them): {type(exc).__name__}: {message}")
+
+
+def _zero_weights(module) -> BreakFinding | None:
+    """The last layer whose weight is entirely zero (a zero-initialised head, say): it passes no gradient."""
+    found = None
+    for name, sub in module.named_modules():
+        w = getattr(sub, "weight", None)
+        if name and isinstance(w, torch.Tensor) and w.is_floating_point() and w.numel() and not bool(w.any()):
+            found = (name, sub, w)
+    if found is None:
+        return None
+    name, sub, w = found
+    return BreakFinding(location=name, cause="zero-weights", op=type(sub).__name__,
+                        detail=f"all {w.numel()} weights of '{name}' ({type(sub).__name__}) are zero, so no "
+                               "gradient passes it (a zero-initialised layer, e.g. a classification head "
+                               "before training); load trained weights")
 
 
 def locate_custom_backward(backend, x: np.ndarray, target: Target) -> BreakFinding | None:
@@ -239,10 +306,14 @@ def _walk(fn, stop=None):
         todo.extend(n for n, _ in getattr(node, "next_functions", ()))
 
 
-def _finding(event: _Event) -> BreakFinding:
-    op = {"__get__": ".data"}.get(event.op, event.op)
+def _where(event: _Event) -> str:
     where = f"in '{event.module}'" if event.module != ROOT else "in the top-level forward"
     after = f", right after '{event.after}'" if event.after and event.after != event.module else ""
+    return where + after
+
+
+def _finding(event: _Event) -> BreakFinding:
+    op = {"__get__": ".data"}.get(event.op, event.op)
     why = {
         "detach": "the tensor is detached from the graph",
         "numpy": "the tensor goes through NumPy and comes back as a new tensor without history",
@@ -252,7 +323,7 @@ def _finding(event: _Event) -> BreakFinding:
         "unknown": "the result no longer requires grad",
     }[event.cause]
     return BreakFinding(location=event.module, cause=event.cause, op=op, after=event.after,
-                        detail=f"{op} {where}{after}: {why}")
+                        detail=f"{op} {_where(event)}: {why}")
 
 
 def locate_non_finite(backend, x: np.ndarray, target: Target) -> BreakFinding | None:
@@ -278,10 +349,10 @@ def locate_non_finite(backend, x: np.ndarray, target: Target) -> BreakFinding | 
         for h in handles:
             h.remove()
     root = _score_root(backend, out, target)
-    if root is None or not records:
+    if root is None:
         return None
     tensors = [t for _, ins, outs in records for t in ins + outs]
-    grads = torch.autograd.grad(root, tensors, allow_unused=True)
+    grads = torch.autograd.grad(root, tensors, allow_unused=True, retain_graph=True) if tensors else []
     finite = [g is None or bool(torch.isfinite(g).all()) for g in grads]
     i, found = 0, []
     for name, ins, outs in records:
@@ -289,12 +360,40 @@ def locate_non_finite(backend, x: np.ndarray, target: Target) -> BreakFinding | 
         i += len(ins) + len(outs)
         if all(out_ok) and not all(in_ok):
             found.append(name)
-    if not found:
+    op = _first_non_finite_op(root, xt)
+    if not found and op is None:
         return None
-    name = max(found, key=lambda n: n.count("."))
-    return BreakFinding(location=name, cause="unknown", op="backward",
-                        detail=f"the backward of '{name}' turns a finite gradient into NaN/inf "
-                               "(e.g. sqrt or log at 0, division by zero)")
+    name = max(found, key=lambda n: n.count(".")) if found else ROOT
+    where = f"'{name}'" if name != ROOT else "the top-level forward"
+    if op is None:
+        return BreakFinding(location=name, cause="unknown", op="backward",
+                            detail=f"the backward of {where} turns a finite gradient into NaN/inf")
+    if not _BUILTIN_NODE.search(op):  # a custom autograd.Function's backward produced it
+        return BreakFinding(location=name, cause="custom-backward", op=op.removesuffix("Backward"),
+                            detail=f"the custom backward '{op}' in {where} returns NaN/inf")
+    forward_op = _BUILTIN_NODE.sub("", op).lower()
+    return BreakFinding(location=name, cause="non-differentiable", op=forward_op,
+                        detail=f"{forward_op} in {where} is evaluated where it has no derivative (e.g. sqrt "
+                               "or norm at exactly 0, log at 0, division by zero), so its backward returns "
+                               "NaN/inf; add a small epsilon inside it")
+
+
+_BUILTIN_NODE = re.compile(r"Backward\d+$")
+
+
+def _first_non_finite_op(root: torch.Tensor, xt: torch.Tensor) -> str | None:
+    """The autograd node whose backward first returns NaN/inf, named by anomaly detection."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # anomaly mode warns when enabled and with the forward's traceback
+            with torch.autograd.detect_anomaly(check_nan=True):
+                torch.autograd.grad(root, xt, allow_unused=True)
+    except RuntimeError as exc:
+        match = re.search(r"Function '(\w+)' returned nan", str(exc))
+        return match.group(1) if match else None
+    return None
 
 
 def _score_root(backend, out, target):

@@ -1,10 +1,24 @@
 """Gradient probes: does the input gradient exist, is it finite, non-zero, and *correct*?
 
-Correctness is a directional finite-difference check: along the gradient's own direction and a few
-random directions, (s(x + h d) - s(x - h d)) / 2h must agree with <grad, d>. The step h is chosen so
-the predicted change of the score is a small fraction of the score (well above float rounding), and
-a disagreement is re-measured with smaller steps before it is called a lie, because piecewise-linear
-networks can cross a kink within one step.
+Correctness is a directional finite-difference check, the decision rule being:
+
+* Directions: the gradient's own direction and ``n_random`` random unit directions per sample. A
+  wrong gradient is often wrong only off its own direction (a scale taken through ``.item()`` adds an
+  error nearly orthogonal to it), so random directions are what catch it.
+* Steps: each direction gets its own step h, sized so the predicted change of the score is a fraction
+  (1e-3, 1e-2, 1e-4) of |score| + 1, capped at 5 % of the input's norm. Sizing random directions by
+  their own (small) directional derivative keeps their difference far above float32 rounding.
+* Agreement: a direction passes if, at any step, the central difference, or either one-sided
+  difference (a valid subgradient at a ReLU kink or a max-pool tie), is within 5 % of autograd plus the
+  float32 rounding of the score.
+* A *conclusive* disagreement, the only one that fails the check: no step agrees, two step sizes at
+  least 3x apart give the same central difference (it has converged), and at one of them the forward
+  and backward differences agree with each other (the score is smooth there, not at a kink). Noise,
+  kinks and ties make the step sizes or the two sides disagree among themselves; a wrong gradient
+  does not. Anything else is "inconclusive" (a warning, never a failure).
+
+Half-precision models are measured in float32 on the same weights (see ``Backend.full_precision``),
+because their finite differences are rounding noise.
 """
 
 from __future__ import annotations
@@ -35,26 +49,53 @@ def _scores(handle: ModelHandle, x: np.ndarray, target: Target, sample_index: np
     """Target scores of a batch of perturbed copies; ``sample_index`` maps rows to original samples."""
     out = []
     for sl in iter_chunks(len(x), chunk):
-        if target.framework_fn is not None:
-            out.append(handle.vjp(x[sl], target, input_grad=False).scores)
-        else:
-            out.append(target.take(sample_index[sl]).scores(handle.forward(x[sl])))
+        out.append(_batch_scores(handle, x[sl], target.take(sample_index[sl]) if target.framework_fn is None
+                                 else target))
     return np.concatenate(out)
 
 
-def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, grad: np.ndarray,
-                            scores: np.ndarray, *, n_random: int = 2, seed: int = 0,
-                            chunk: int = 16) -> FDResult:
-    """Compare autograd directional derivatives with central finite differences, per sample.
+def _batch_scores(handle: ModelHandle, x: np.ndarray, target: Target) -> np.ndarray:
+    if target.framework_fn is not None:
+        return handle.vjp(x, target, input_grad=False).scores
+    return target.scores(handle.forward(x))
 
-    A direction passes if finite differences agree with autograd at any step size. It is a
-    *conclusive* disagreement only when two step sizes agree with each other (the finite difference
-    has converged) but not with autograd: noise and kinks make step sizes disagree among themselves,
-    a lying backward does not.
+
+def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, grad: np.ndarray,
+                            scores: np.ndarray | None = None, *, n_random: int = 2, seed: int = 0,
+                            chunk: int = 16) -> FDResult:
+    """Compare autograd directional derivatives with finite differences, per sample (rule above).
+
+    Perturbed copies of the samples are scored together in batches. A model whose output for one
+    sample depends on the rest of its batch (a batch-global scale, batch statistics) is detected, since
+    the unperturbed samples then score differently inside such a batch, and is measured instead one
+    whole batch per forward, against the gradient of the batch's summed score. ``scores`` is accepted
+    for compatibility; the unperturbed scores are re-measured with the same forward as the perturbed.
     """
+    n = x.shape[0]
+    s0 = _scores(handle, x, target, np.arange(n), chunk)
+
+    def per_sample(rows, index):
+        return _scores(handle, rows, target, index, chunk)
+
+    result = _directional_check(x, grad, s0, per_sample, n_random, seed)
+    if result is not None:
+        return result
+
+    def whole_batch(rows, _index):  # each row is the whole batch
+        return np.array([_batch_scores(handle, r, target).sum() for r in rows])
+
+    result = _directional_check(x[None], grad[None], s0.sum()[None], whole_batch, n_random, seed)
+    result.detail += ("; the model's output for one sample depends on the other samples of its batch (a "
+                      "batch-global scale or batch statistics), so each perturbation was a whole batch")
+    return result
+
+
+def _directional_check(x, grad, s0, score_rows, n_random, seed) -> FDResult | None:
+    """The rule of this module on samples ``x`` (None when the samples turn out to be coupled)."""
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     flat_g = grad.reshape(n, -1).astype(np.float64)
+    size = flat_g.shape[1]
     gnorm = np.linalg.norm(flat_g, axis=1)
     dirs = [flat_g / np.maximum(gnorm, 1e-300)[:, None]]
     for _ in range(n_random):
@@ -62,46 +103,59 @@ def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, 
         dirs.append(r / np.linalg.norm(r, axis=1, keepdims=True))
     d = np.stack(dirs)  # (D, N, P), unit norm per sample
     ad = np.einsum("dnp,np->dn", d, flat_g)  # autograd directional derivatives
+    slope = np.maximum(np.abs(ad), gnorm[None, :] / np.sqrt(size))  # expected |derivative| per direction
     xnorm = np.linalg.norm(x.reshape(n, -1).astype(np.float64), axis=1)
-    cap = 0.05 * np.maximum(xnorm, np.sqrt(flat_g.shape[1]) * 1e-2)  # never leave the input's neighbourhood
-    eps = float(np.finfo(np.float32).eps)
-    fds, tols, steps, agree = [], [], [], None
+    cap = 0.05 * np.maximum(xnorm, np.sqrt(size) * 1e-2)  # never leave the input's neighbourhood
+    eps = float(np.finfo(np.float64 if x.dtype == np.float64 else np.float32).eps)
+    centrals, tols, steps, smooth, agree = [], [], [], [], None
     for frac in STEP_FRACTIONS:
-        delta = frac * (np.abs(scores) + 1.0)  # (N,)
-        # One input-space step per sample, sized by the gradient norm, for every direction.
-        h = np.broadcast_to(np.minimum(delta / np.maximum(gnorm, 1e-12), cap)[None, :], ad.shape)
+        delta = frac * (np.abs(s0) + 1.0)  # (N,)
+        h = np.minimum(delta[None, :] / np.maximum(slope, 1e-300), cap[None, :])  # (D, N)
         step = (h[..., None] * d).reshape((-1,) + x.shape[1:]).astype(x.dtype)
         base = np.tile(x, (len(d),) + (1,) * (x.ndim - 1))
         index = np.tile(np.arange(n), 2 * len(d))
-        s = _scores(handle, np.concatenate([base + step, base - step]), target, index, chunk).reshape(2, len(d), n)
-        fd = (s[0] - s[1]) / (2 * h)
-        noise = 64 * eps * (np.abs(scores)[None, :] + 1.0) / h  # float32 rounding of the score
-        fds.append(fd)
+        probe = n if agree is None else 0  # the first batch also scores x itself
+        rows = np.concatenate([base + step, base - step] + ([x] if probe else []))
+        s = score_rows(rows, np.concatenate([index, np.arange(probe)]))
+        if probe and not np.allclose(s[-probe:], s0, rtol=1e-4, atol=64 * eps * (np.abs(s0).max() + 1)):
+            return None  # coupled samples: their scores depend on the batch they are in
+        s = s[:len(s) - probe].reshape(2, len(d), n)
+        central, forward, backward = (s[0] - s[1]) / (2 * h), (s[0] - s0) / h, (s0 - s[1]) / h
+        noise = 64 * eps * (np.abs(s0)[None, :] + 1.0) / h  # float rounding of the score
+        ok = _close(central, ad, noise) | _close(forward, ad, 2 * noise) | _close(backward, ad, 2 * noise)
+        agree = ok if agree is None else agree | ok
+        centrals.append(central)
         tols.append(noise)
         steps.append(h)
-        ok = np.abs(fd - ad) <= RTOL * np.maximum(np.abs(fd), np.abs(ad)) + noise
-        agree = ok if agree is None else agree | ok
+        smooth.append(_close(forward, backward, 4 * noise, rtol=2 * RTOL))
         if agree.all():
-            rel = np.abs(fd - ad) / np.maximum(np.maximum(np.abs(fd), np.abs(ad)), 1e-12)
+            rel = np.abs(central - ad) / np.maximum(np.maximum(np.abs(central), np.abs(ad)), 1e-12)
             worst = float(np.where(ok & (np.abs(ad) > noise), rel, 0).max())
             return FDResult(True, True, worst, len(d),
                             f"{len(d)} directions x {n} sample(s) agree with finite differences "
-                            f"(max relative error {worst:.1e} above float32 noise, tolerance {RTOL:g})")
-    # Which disagreeing directions have a converged finite difference?
+                            f"(max relative error {worst:.1e} above float rounding, tolerance {RTOL:g})")
+    # Which disagreeing directions have a converged central difference at a smooth point?
     converged = np.zeros_like(agree)
-    for a in range(len(fds)):
-        for b in range(a + 1, len(fds)):
-            close = np.abs(fds[a] - fds[b]) <= RTOL * np.maximum(np.abs(fds[a]), np.abs(fds[b])) + tols[a] + tols[b]
+    for a in range(len(centrals)):
+        for b in range(a + 1, len(centrals)):
+            close = _close(centrals[a], centrals[b], tols[a] + tols[b])
             distinct = np.maximum(steps[a], steps[b]) >= 3 * np.minimum(steps[a], steps[b])  # not both capped
-            converged |= close & distinct
+            converged |= close & distinct & (smooth[a] | smooth[b])
     lies = converged & ~agree
     i = np.unravel_index(np.argmax(lies) if lies.any() else np.argmax(~agree), agree.shape)
-    rel = abs(fds[0][i] - ad[i]) / max(abs(fds[0][i]), abs(ad[i]), 1e-12)
+    fd = centrals[0][i]
+    rel = abs(fd - ad[i]) / max(abs(fd), abs(ad[i]), 1e-12)
     where = f"direction {i[0]} ({'gradient' if i[0] == 0 else 'random'}) of sample {i[1]}"
     if lies.any():
         return FDResult(False, True, float(rel), len(d),
                         f"finite differences disagree with autograd along {where}: autograd says {ad[i]:.4g}, "
-                        f"finite differences say {fds[0][i]:.4g} at two step sizes that agree with each other")
+                        f"finite differences say {fd:.4g} ({rel:.0%} off) at two step sizes that agree with "
+                        "each other, where the score is smooth")
     return FDResult(True, False, float(rel), len(d),
-                    f"inconclusive along {where}: finite differences vary with the step size (float32 "
-                    f"rounding or kinks; autograd {ad[i]:.4g}, finite differences {fds[0][i]:.4g})")
+                    f"inconclusive along {where}: finite differences vary with the step size or between the "
+                    f"two sides (float rounding, kinks or ties; autograd {ad[i]:.4g}, finite differences "
+                    f"{fd:.4g})")
+
+
+def _close(a: np.ndarray, b: np.ndarray, atol: np.ndarray, rtol: float = RTOL) -> np.ndarray:
+    return np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b)) + atol

@@ -137,7 +137,9 @@ class NoGradHead(nn.Module):
 
 class ItemScale(nn.Module):
     def forward(self, x):
-        return x / x.abs().max().item()  # normalisation through a Python float: fine, still connected
+        # normalisation through a Python float: still connected, but the gradient ignores the scale's
+        # dependence on x (here harmless: ItemHead's torch.tensor copy cuts the path first)
+        return x / x.abs().max().item()
 
 
 class ItemHead(nn.Module):
@@ -245,7 +247,7 @@ EXPECTED = {
     "ItemHead": ("inference-only", "missing", "item", "(root)"),
     "RoundedOutput": ("inference-only", "zero", "non-differentiable", "(root)"),
     "HardThresholdNet": ("inference-only", "missing", "non-differentiable", "gate"),
-    "NonFiniteGrad": ("inference-only", "non-finite", "unknown", "norm"),
+    "NonFiniteGrad": ("inference-only", "non-finite", "non-differentiable", "norm"),
     "LyingBackward": ("inference-only", "incorrect", "custom-backward", "lie"),
 }
 

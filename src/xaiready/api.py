@@ -50,13 +50,17 @@ def as_handle(model: Any, *, output: str | int | None = None) -> ModelHandle:
 def prepare_input(handle: ModelHandle, x: Any = None, input_shape: Sequence[int] | None = None) -> np.ndarray:
     """The input as a NumPy batch: given, random of ``input_shape``, or of a shape read off the model."""
     from .inputs import random_input
+    from .limits import check_built_input
 
     if x is not None:
         return handle.as_input(x)
-    shape = tuple(input_shape) if input_shape else handle.backend.example_shape()
+    shape = tuple(int(d) for d in input_shape) if input_shape else handle.backend.example_shape()
     if shape is None:
         raise UsageError("no input given and none can be guessed from the model",
                          hint="pass --input FILE or --input-shape N,C,H,W")
+    source = handle.source
+    check_built_input(shape, what="--input-shape" if input_shape else "the input shape guessed from the model",
+                      path=source.path, fmt=source.converted_from or source.format)
     if not input_shape:
         handle.notes.append(f"no input given: used a random input of guessed shape {shape}")
     return random_input(shape)

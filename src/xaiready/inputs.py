@@ -6,6 +6,7 @@ Images become float32 in [0, 1], optionally resized to ``--resize H,W`` and norm
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +32,13 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"--input-shape '{text}' is not a list of integers", hint="e.g. --input-shape 1,3,224,224") from None
     if not shape or any(v <= 0 for v in shape):
         raise UsageError(f"--input-shape '{text}' must be positive integers", hint="e.g. --input-shape 1,3,224,224")
-    limit = limits.current().max_input_bytes
-    if 4 * int(np.prod(shape, dtype=np.int64)) > limit * max(1, shape[0]):
-        raise ResourceError(f"--input-shape {shape} needs {4 * int(np.prod(shape, dtype=np.int64))} bytes, over "
-                            f"{limit} bytes per sample", hint="use a smaller size, or raise --max-input-mb")
+    # The size is checked where the input is built (``api.prepare_input``), which knows the model's file.
     return shape
 
 
 def random_input(shape: Sequence[int], seed: int = 0) -> np.ndarray:
-    """A seeded standard-normal input (the scale of normalized images)."""
+    """A seeded standard-normal input (the scale of normalized images), never over ``max_input_bytes``."""
+    limits.check_built_input(shape, what="a random input of shape")
     return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(np.float32)
 
 
@@ -76,7 +75,7 @@ def _check_npy_header(path: Path) -> None:
     if dtype.hasobject:
         raise CorruptError("the .npy array holds Python objects (a pickle)", path=str(path), format="npy",
                            hint="save a plain numeric array")
-    per_sample = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else dtype.itemsize
+    per_sample = dtype.itemsize * math.prod(int(d) for d in shape[1:])  # Python ints: no int64 overflow
     limit = limits.current().max_input_bytes
     if per_sample > limit:
         raise ResourceError(f"the array declares {shape} ({per_sample} bytes per sample), over the limit of "

@@ -13,11 +13,15 @@ changes them. Defaults and why:
 * ``max_image_pixels`` = 50 M pixels: refused from the image header, well below Pillow's own
   warning (89 M) and error (179 M) thresholds; 50 M is 7000 x 7000, larger than any model input.
 * ``max_input_bytes`` = 1 GiB for one sample of a declared input spec (ONNX / Keras input shapes):
-  float32 1 x 3 x 16384 x 16384 is 3 GiB and no vision model takes it.
+  float32 1 x 3 x 16384 x 16384 is 3 GiB and no vision model takes it. An input xaiready builds
+  itself (a random input of a shape guessed from the model, with symbolic dims filled by defaults,
+  or given with ``--input-shape``) is allocated at once, so it is held to the same limit as a whole,
+  batch included (``check_built_input``).
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
@@ -65,14 +69,31 @@ def override(**changes):
         _current = saved
 
 
+def _mib(n: int) -> str:
+    return f"{n / MiB:,.0f} MiB" if n >= 10 * MiB else f"{n / MiB:.2f} MiB"
+
+
 def check_declared_input(shape, itemsize: int = 4, *, path: str | None = None, fmt: str | None = None) -> None:
     """Refuse an input spec whose single sample would exceed ``max_input_bytes``."""
     dims = [int(d) for d in shape[1:] if d is not None and int(d) > 0] if len(shape) > 1 else []
-    size = itemsize
-    for d in dims:
-        size *= d
+    size = itemsize * math.prod(dims)  # Python ints: no overflow, however many dims
     limit = _current.max_input_bytes
     if size > limit:
-        raise ResourceError(f"the declared input {tuple(shape)} needs {size / MiB:.0f} MiB per sample, over the "
-                            f"limit of {limit / MiB:.0f} MiB", path=path, format=fmt,
+        raise ResourceError(f"the declared input {tuple(shape)} needs {size} bytes ({_mib(size)}) per sample, "
+                            f"over the limit of {limit} bytes ({_mib(limit)})", path=path, format=fmt,
                             hint="raise it with --max-input-mb if this is intended")
+
+
+def check_built_input(shape, itemsize: int = 4, *, what: str = "the input", path: str | None = None,
+                      fmt: str | None = None) -> None:
+    """Refuse to build an array of ``shape`` (batch included) larger than ``max_input_bytes``.
+
+    Called before xaiready allocates an input itself: a random input of a guessed shape or of
+    ``--input-shape``. The whole array counts, since it is allocated at once."""
+    dims = tuple(int(d) for d in shape)
+    size = itemsize * math.prod(dims)
+    limit = _current.max_input_bytes
+    if size > limit:
+        raise ResourceError(f"{what} {dims} needs {size} bytes ({_mib(size)}), over the input limit of {limit} "
+                            f"bytes ({_mib(limit)})", path=path, format=fmt,
+                            hint="use a smaller shape, or raise the limit with --max-input-mb")

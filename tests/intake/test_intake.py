@@ -321,8 +321,13 @@ def test_cli_error_line_names_file_format_and_reason(tmp_path, capsys):
     _add_member(path, "archive/extra", bytes(20 * 1024 * 1024))
     assert main(["check", str(path)]) == 5
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(path) in err and "[zip]" in err or "[pytorch" in err or "zip" in err
-    assert io is not None
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    line = lines[0]
+    assert line.startswith(f"error: {path} [zip]: "), line  # the file, then the detected format in brackets
+    limit = f"over the limit of {limits.current().max_ratio:g}x"  # the reason: which limit, and by how much
+    assert "archive member" in line and "/extra' inflates" in line and limit in line, line
+    assert "Traceback" not in err
 
 
 # ---- declared input specs of ONNX and Keras models ----------------------------------------------------------
@@ -470,3 +475,255 @@ def test_keras_lambda_payload_never_runs_without_trust(tmp_path):
         with pytest.raises(errors.UntrustedError):
             xr.load(tmp_path / name)
         assert not marker.exists(), name
+
+
+
+# ---- legacy (pre-zip) torch.save files ------------------------------------------------------------------------
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from xaiready.cli import main
+
+    with limits.override():  # the CLI's --max-* options configure the process: keep them to this call
+        rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _legacy_save(obj, path: Path) -> Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def _pickle_spans(blob: bytes, count: int) -> list[tuple[int, int]]:
+    """(start, end) of the first ``count`` pickles of a legacy file, read with pickletools."""
+    import pickletools
+
+    stream, spans = io.BytesIO(blob), []
+    for _ in range(count):
+        start = stream.tell()
+        for _op in pickletools.genops(stream):
+            pass
+        spans.append((start, stream.tell()))
+    return spans
+
+
+@pytest.mark.parametrize("name", ["HealthyCNN", "resnet18"])
+def test_legacy_state_dict_loads_with_arch_and_no_trust(tmp_path, name):
+    if name == "resnet18":
+        models = pytest.importorskip("torchvision.models")
+        torch.manual_seed(0)
+        model, arch, kwargs = models.resnet18(num_classes=10), "torchvision.models:resnet18", {"num_classes": 10}
+        x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    else:
+        model, arch, kwargs = zoo.build(name), f"{ZOO}:{name}", None
+        x = zoo.example_input(n=2)
+    path = _legacy_save(model.state_dict(), tmp_path / "legacy.pth")
+    assert not zipfile.is_zipfile(path) and path.read_bytes()[:2] == b"\x80\x02"
+    handle = xr.load(path, arch=arch, arch_kwargs=kwargs)
+    assert handle.source.format == "pytorch-state-dict"
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(np.asarray(handle.forward(x)), expected)
+
+
+def test_legacy_state_dict_checks_from_the_cli_like_the_original(tmp_path, capsys):
+    model = zoo.build("HealthyCNN")
+    path = _legacy_save(model.state_dict(), tmp_path / "legacy.pt")
+    rc, out, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN", "--input-shape", "1,3,32,32", "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["model"]["format"] == "pytorch-state-dict"
+    original = xr.check(model, input_shape=(1, 3, 32, 32)).to_dict()
+    assert report["verdict"] == original["verdict"] == "full"
+    assert report["gradient"]["input_grad_norm"] == original["gradient"]["input_grad_norm"]
+
+
+def _legacy_with_hostile_sys_info(path: Path, marker: Path) -> Path:
+    """A real legacy state dict whose third pickle (sys info) is swapped for a payload."""
+    import pickle
+
+    blob = _legacy_save(zoo.build("HealthyCNN").state_dict(), path).read_bytes()
+    (_, _), (_, sys_start), (_, sys_end), *_ = _pickle_spans(blob, 5)
+    path.write_bytes(blob[:sys_start] + pickle.dumps(Payload(marker), protocol=2) + blob[sys_end:])
+    return path
+
+
+@pytest.mark.parametrize("where", ["main pickle", "sys info pickle"])
+def test_legacy_file_with_a_hostile_global_is_refused_and_runs_nothing(tmp_path, capsys, where):
+    marker = tmp_path / "marker"
+    path = tmp_path / "legacy.pt"
+    if where == "main pickle":
+        _legacy_save({"features.0.weight": torch.zeros(2), "hook": Payload(marker)}, path)
+    else:
+        _legacy_with_hostile_sys_info(path, marker)
+    rc, _, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN")
+    assert rc == 4, err
+    assert err.count("\n") == 1 and str(path) in err and "posix.system" in err and "legacy" in err, err
+    with pytest.raises(errors.UntrustedError):
+        xr.load(path, arch=f"{ZOO}:HealthyCNN")
+    assert not marker.exists()
+    if where == "main pickle":  # the control: the payload is live once the user trusts the file
+        with pytest.raises(errors.XaiReadyError):
+            xr.load(path, arch=f"{ZOO}:HealthyCNN", trust=True)
+        assert marker.exists()
+
+
+@pytest.mark.parametrize("payload", ["benign", "hostile"])
+def test_legacy_tar_checkpoint_is_still_refused_with_arch(tmp_path, capsys, payload):
+    import pickle
+    import tarfile
+    from collections import OrderedDict
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "old.pt"
+    obj = OrderedDict() if payload == "benign" else Payload(marker)
+    with tarfile.open(path, "w") as tf:
+        for name, blob in (("sys_info", pickle.dumps({})), ("pickle", pickle.dumps(obj, protocol=2)),
+                           ("storages", pickle.dumps(0)), ("tensors", pickle.dumps(0))):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    rc, _, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN")
+    assert rc == 4 and err.count("\n") == 1 and "[pytorch-legacy-tar]" in err and str(path) in err, err
+    assert not marker.exists()
+
+
+# ---- pickles of every protocol, recognised by content ---------------------------------------------------------
+def _hostile_pickle(kind: str, marker: Path) -> bytes:
+    import pickle
+
+    if kind == "handwritten":  # protocol 0 by hand: text opcodes only
+        return f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+    if kind == "4 without header":  # the unpickler needs no PROTO opcode, whatever opcodes follow
+        blob = pickle.dumps(Payload(marker), protocol=4)
+        assert blob[:2] == b"\x80\x04"
+        return blob[2:]
+    return pickle.dumps(Payload(marker), protocol=int(kind))
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".onnx"])
+@pytest.mark.parametrize("kind", ["0", "1", "2", "4", "5", "handwritten", "4 without header"])
+def test_pickle_of_every_protocol_is_refused_as_untrusted(tmp_path, capsys, kind, suffix):
+    marker = tmp_path / "marker"
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(_hostile_pickle(kind, marker))
+    global_ = "os.system" if kind == "handwritten" else "posix.system"
+    rc, _, err = _cli(capsys, "check", path)
+    assert rc == 4, err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path} [pickle]: ") and global_ in err, err
+    if suffix == ".onnx":
+        assert "content is Python pickle, extension says ONNX" in err, err
+    with pytest.raises(errors.UntrustedError):
+        xr.load(path)
+    assert not marker.exists()
+
+
+def test_protocol_0_pickle_without_code_named_onnx_is_a_contradiction(tmp_path):
+    import pickle
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(pickle.dumps({"a": [1, 2.5, "x"]}, protocol=0))
+    with pytest.raises(errors.CorruptError, match="content is Python pickle, extension says ONNX"):
+        xr.load(path)
+
+
+def test_random_bytes_and_truncated_onnx_are_still_not_pickles(tmp_path, capsys):
+    from xaiready.formats.sniff import sniff
+
+    for seed in range(200):  # random content of every first byte: never taken for a pickle
+        data = np.random.default_rng(seed).bytes(64 + seed)
+        path = tmp_path / f"r{seed}.bin"
+        path.write_bytes(data)
+        try:
+            fmt = sniff(path).format
+        except errors.LoadError:
+            continue
+        assert fmt not in ("pickle", "pytorch-pickle", "pytorch-state-dict"), (seed, data[:8])
+    onnx_path = _valid("onnx", tmp_path)
+    good = onnx_path.read_bytes()
+    for name, data in (("random.pkl", np.random.default_rng(7).bytes(4096)), ("random.onnx", np.random.default_rng(8).bytes(4096)),
+                       ("truncated.onnx", good[: len(good) // 2])):
+        (tmp_path / name).write_bytes(data)
+        rc, _, err = _cli(capsys, "check", tmp_path / name)
+        assert rc == 3 and err.count("\n") == 1 and str(tmp_path / name) in err, err
+        assert "pickle" not in err, err
+
+
+# ---- every input xaiready builds stays under --max-input-mb -------------------------------------------------
+def _assert_input_refused(rc: int, err: str, path: Path, shape: tuple, fmt: str, itemsize: int = 4):
+    import math
+
+    assert rc == 5, err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path} [{fmt}]: "), err
+    assert str(shape) in err and f"{itemsize * math.prod(shape)} bytes" in err and "--max-input-mb" in err, err
+
+
+def test_onnx_huge_declared_batch_is_refused_not_allocated(tmp_path, capsys):
+    # Per sample (4M floats, 16 MB) is under the limit; the whole input is 16 TB.
+    path = _onnx_with_input(tmp_path / "wide.onnx", [1_000_000, 4_000_000])
+    rc, _, err = _cli(capsys, "check", path)
+    _assert_input_refused(rc, err, path, (1_000_000, 4_000_000), "onnx")
+    rc, _, err = _cli(capsys, "check", path, "--no-convert")
+    _assert_input_refused(rc, err, path, (1_000_000, 4_000_000), "onnx")
+
+
+@pytest.mark.parametrize("convert", [True, False])
+def test_onnx_symbolic_dims_filled_by_defaults_are_checked(tmp_path, capsys, convert):
+    # Declared ['N', 3, 'H', 'W']: nothing to check per sample; the guess (1, 3, 224, 224) is 602112 bytes.
+    path = _onnx_with_input(tmp_path / "dyn.onnx", ["N", 3, "H", "W"])
+    flags = [] if convert else ["--no-convert"]
+    rc, _, err = _cli(capsys, "check", path, *flags, "--max-input-mb", "0.5")
+    _assert_input_refused(rc, err, path, (1, 3, 224, 224), "onnx")
+
+
+def test_onnx_fixed_batch_with_a_small_sample_is_checked_whole(tmp_path, capsys):
+    path = _onnx_with_input(tmp_path / "batch.onnx", [1000, 3, 8, 8])  # 768 bytes a sample, 3 MB in all
+    rc, _, err = _cli(capsys, "check", path, "--no-convert", "--max-input-mb", "0.5")
+    _assert_input_refused(rc, err, path, (1000, 3, 8, 8), "onnx")
+
+
+@pytest.mark.parametrize("shape", ["4,3,8,8", "65536,65536,65536,65536,65536", "1000000,3,224,224"])
+def test_onnx_input_shape_flag_is_checked(tmp_path, capsys, shape):
+    # 4x3x8x8 is 768 bytes a sample but 3072 in all; five dims of 65536 overflow int64 to 0.
+    path = _onnx_with_input(tmp_path / "m.onnx", ["N", 3, 8, 8])
+    dims = tuple(int(v) for v in shape.split(","))
+    rc, _, err = _cli(capsys, "check", path, "--no-convert", "--input-shape", shape, "--max-input-mb", "0.002")
+    _assert_input_refused(rc, err, path, dims, "onnx")
+
+
+def test_state_dict_guessed_input_is_checked(tmp_path, capsys):
+    path = _state_dict_zip(tmp_path / "m.pt")  # HealthyCNN: guessed (1, 3, 224, 224), 602112 bytes
+    rc, _, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN", "--max-input-mb", "0.5")
+    _assert_input_refused(rc, err, path, (1, 3, 224, 224), "pytorch-state-dict")
+    rc, _, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN", "--max-input-mb", "0.6")
+    assert rc == 0, err  # the control: just over the guess, it runs
+
+
+@pytest.mark.parametrize("shape", ["4,3,32,32", "65536,65536,65536,65536,65536", "1000000,3,224,224"])
+def test_state_dict_input_shape_flag_is_checked(tmp_path, capsys, shape):
+    path = _state_dict_zip(tmp_path / "m.pt")
+    dims = tuple(int(v) for v in shape.split(","))
+    rc, _, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN", "--input-shape", shape,
+                      "--max-input-mb", "0.04")  # 41943 bytes: 1x3x32x32 (12288) fits, 4x3x32x32 does not
+    _assert_input_refused(rc, err, path, dims, "pytorch-state-dict")
+
+
+def test_random_input_itself_refuses_an_oversized_shape():
+    from xaiready.inputs import random_input
+
+    with pytest.raises(errors.ResourceError) as exc:
+        random_input((1_000_000, 4_000_000))
+    assert "(1000000, 4000000)" in exc.value.one_line() and "--max-input-mb" in exc.value.one_line()
+    with limits.override(max_input_bytes=4 * 12):
+        assert random_input((1, 12)).shape == (1, 12)
+        with pytest.raises(errors.ResourceError):
+            random_input((1, 13))
+
+
+def test_legacy_state_dict_torch_cannot_read_safely_is_refused_with_its_reason(tmp_path, capsys):
+    # torch 2.14's weights-only unpickler lacks FRAME (protocol 4): refused by torch's own gate, exit 4,
+    # with torch's reason rather than its generic advice to load the file unsafely.
+    path = tmp_path / "legacy4.pt"
+    torch.save(zoo.build("HealthyCNN").state_dict(), path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    rc, _, err = _cli(capsys, "check", path, "--arch", f"{ZOO}:HealthyCNN")
+    assert rc == 4 and err.count("\n") == 1 and "[pytorch-state-dict]" in err, err
+    assert "WeightsUnpickler error: Unsupported operand" in err and "will likely succeed" not in err, err

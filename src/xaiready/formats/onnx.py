@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .._lazy import import_optional
 from ..errors import CorruptError, UnsafePathError, UnsupportedError, first_line
-from ..limits import check_declared_input
+from ..limits import check_built_input, check_declared_input
 from ..model import ModelHandle, Source
 from .sniff import Sniffed
 
@@ -28,7 +28,7 @@ def load(sniffed: Sniffed, *, arch=None, arch_kwargs=None, trust: bool = False, 
          convert: bool = True, **_) -> ModelHandle:
     path = sniffed.path
     proto = read_graph(path)
-    check_declared_inputs(proto, path)
+    check_declared_inputs(proto, path, built=convert)
     locations = check_external_data(proto, path)
     validate(proto, path, has_external=bool(locations))
     handle = open_session(path, output=output)
@@ -47,9 +47,14 @@ def load(sniffed: Sniffed, *, arch=None, arch_kwargs=None, trust: bool = False, 
     return convert_onnx_handle(handle, proto)
 
 
-def check_declared_inputs(proto, path: Path) -> None:
-    """Refuse (exit 5) an input spec whose one sample would exceed the limit, before any allocation."""
+def check_declared_inputs(proto, path: Path, *, built: bool = False) -> None:
+    """Refuse (exit 5) an input spec whose one sample would exceed the limit, before any allocation.
+
+    ``built``: the input will be built at load (conversion checks run on random inputs of the shape
+    guessed from the graph, symbolic dims filled with defaults), so that whole shape must fit too."""
     onnx = import_optional("onnx")
+    from ..backends.onnxruntime import example_shape, guess_layout
+
     initializers = {t.name for t in proto.graph.initializer}
     for value in proto.graph.input:
         if value.name in initializers or not value.type.HasField("tensor_type"):
@@ -61,6 +66,10 @@ def check_declared_inputs(proto, path: Path) -> None:
         except (KeyError, TypeError, ValueError):
             itemsize = 4
         check_declared_input(dims, itemsize, path=str(path), fmt=FORMAT)
+        guessed = example_shape(dims, guess_layout(dims)) if built else None
+        if guessed is not None:
+            check_built_input(guessed, 4, what=f"the input '{value.name}' guessed from the graph",
+                              path=str(path), fmt=FORMAT)
 
 
 def read_graph(path: Path):

@@ -72,12 +72,23 @@ def _safe_torch_load(torch, path: Path, fmt: str):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UntrustedError(f"the safe (weights-only) load refused this file: {first}", path=str(path),
-                             format=fmt, hint="pass --trust only if you trust its author") from exc
+        raise UntrustedError(f"the safe (weights-only) load refused this file: {_weights_only_reason(exc)}",
+                             path=str(path), format=fmt, hint="pass --trust only if you trust its author") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CorruptError(f"torch could not read the file: {first_line(exc)}", path=str(path), format=fmt,
                            hint="re-export or re-copy the model") from exc
+
+
+def _weights_only_reason(exc: Exception) -> str:
+    """The reason inside torch's weights-only message, not its first line (generic advice to load unsafely)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    marker = "WeightsUnpickler error:"
+    for i, line in enumerate(lines):
+        if marker in line:
+            reason = line.split(marker, 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            if reason:
+                return f"{marker} {reason}"
+    return lines[0] if lines else type(exc).__name__
 
 
 def _trusted_torch_load(torch, sniffed: Sniffed):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import pickletools
 import struct
 import tarfile
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import limits
-from ..errors import CorruptError, ResourceError, UnsafePathError, UnsupportedError
+from ..errors import CorruptError, ResourceError, UnsafePathError, UnsupportedError, UntrustedError
 
 # Human names of formats, as the report spells them.
 NAMES = {
@@ -73,7 +74,10 @@ def contradicts_extension(sniffed: Sniffed) -> str | None:
 
 
 def sniff(path: Path) -> Sniffed:
-    path = Path(path)
+    return _refuse_disguised_pickle(_sniff(Path(path)))
+
+
+def _sniff(path: Path) -> Sniffed:
     if not path.exists():
         raise CorruptError("no such file or folder", path=str(path), hint="check the path")
     if path.is_dir():
@@ -105,7 +109,7 @@ def sniff(path: Path) -> Sniffed:
         return Sniffed("jpeg", path)
     if head.startswith(b"\x93NUMPY"):
         return Sniffed("npy", path)
-    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # PROTO opcode: protocols 2 to 5 write it
         return _sniff_pickle(path)
     if size >= 262 and _is_tar(path):
         return _sniff_tar(path)
@@ -114,6 +118,8 @@ def sniff(path: Path) -> Sniffed:
     proto = _sniff_protobuf(path, size)
     if proto:
         return proto
+    if _is_headerless_pickle(path):  # protocols 0 and 1 (text opcodes) have no header
+        return _sniff_pickle(path)
     said = extension_says(path)
     if said in ("ONNX", "TF GraphDef", "safetensors"):
         raise CorruptError(f"the file is not a valid {said} file: truncated or damaged (first bytes "
@@ -204,13 +210,43 @@ _TORCH_DTYPES = {"float32", "float64", "float16", "bfloat16", "int64", "int32", 
 
 def scan_pickle(blob: bytes, where: str = "") -> list[str]:
     """Every global a pickle would import, read from its opcodes without executing anything."""
+    return _scan_one(io.BytesIO(blob), where).globals
+
+
+@dataclass
+class _Scanned:
+    globals: list[str]
+    protocol: int  # from the PROTO opcode, else the highest protocol of the opcodes used
+    literal: object = None  # the value, when the whole pickle is one int (torch's legacy magic number)
+    ops: int = 0
+
+
+_INT_OPS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
+
+
+def _scan_one(stream, where: str = "") -> _Scanned:
+    """Scan one pickle from ``stream``'s position to its STOP opcode (the stream is left just after it).
+
+    ``stream`` should be a BytesIO or an mmap: their ``read(n)`` never allocates more than what is
+    left, so a hostile length field cannot exhaust memory."""
     globals_: list[str] = []
     strings: list[str] = []
     memo: dict[int, object] = {}
     last: object = None
+    protocol = 0
+    header: int | None = None
+    values: list[object] = []
+    ops = 0
     try:
-        for op, arg, _pos in pickletools.genops(io.BytesIO(blob)):
+        for op, arg, _pos in pickletools.genops(stream):
+            ops += 1
             name = op.name
+            protocol = max(protocol, op.proto)
+            if name == "PROTO":
+                header = int(arg)
+                continue
+            if name not in ("FRAME", "STOP") and len(values) < 2:
+                values.append(arg if name in _INT_OPS else _NOT_INT)
             if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING",
                         "BINSTRING", "STRING"):
                 strings.append(str(arg))
@@ -239,10 +275,17 @@ def scan_pickle(blob: bytes, where: str = "") -> list[str]:
     except (ValueError, EOFError, struct.error) as exc:
         raise CorruptError(f"the pickle stream is truncated or damaged ({exc})", path=where or None,
                            hint="re-export or re-copy the model") from exc
-    return list(dict.fromkeys(_py3_name(g) for g in globals_))
+    literal = values[0] if len(values) == 1 and values[0] is not _NOT_INT else None
+    return _Scanned(list(dict.fromkeys(_py3_name(g) for g in globals_)),
+                    header if header is not None else protocol, literal, ops)
 
 
+_NOT_INT = object()
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # as pickle's fix_imports maps them
+# Legacy (pre-zip) torch.save: five pickles (this magic number, the protocol version, sys info, the
+# object with persistent ids for its storages, the storage keys), then raw storage bytes.
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_TORCH_LEGACY_PICKLES = 5
 
 
 def _py3_name(name: str) -> str:
@@ -250,22 +293,72 @@ def _py3_name(name: str) -> str:
     return f"{_PY2_MODULES.get(module, module)}.{attr}"
 
 
+def _mapped(path: Path):
+    with open(path, "rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _is_headerless_pickle(path: Path) -> bool:
+    """A pickle without the PROTO header (protocols 0 and 1 never write it), recognised without running it.
+
+    It counts only when ``pickletools.genops`` parses it cleanly up to a STOP opcode, and the STOP
+    ends the file, or the pickle imports a global, or it is torch's legacy magic number. Protobufs,
+    safetensors, npy and random bytes fail long before: most bytes are no pickle opcode at all."""
+    with _mapped(path) as mm:
+        try:
+            scanned = _scan_one(mm)
+        except CorruptError:
+            return False
+        rest = len(mm) - mm.tell()
+        at_end = rest <= 2 and not mm[mm.tell():].strip(b"\r\n")  # pickle.dump ends at STOP
+    return scanned.ops >= 2 and (at_end or bool(scanned.globals) or scanned.literal == _TORCH_LEGACY_MAGIC)
+
+
 def _sniff_pickle(path: Path) -> Sniffed:
-    blob = path.read_bytes()
-    globals_ = scan_pickle(blob, str(path))
-    if not globals_ and _torch_legacy_magic(blob):
-        return Sniffed("pytorch-pickle", path, detail="legacy (pre-zip) torch.save file")
+    where = str(path)
+    with _mapped(path) as mm:
+        first = _scan_one(mm, where)
+        if first.literal != _TORCH_LEGACY_MAGIC:
+            objects = [g for g in first.globals if not _is_data_global(g)]
+            return Sniffed("pickle", path, pickle_globals=first.globals,
+                           detail=f"a raw pickle (protocol {first.protocol}) naming "
+                                  f"{', '.join(objects[:4]) or 'no globals'}{' ...' if len(objects) > 4 else ''}")
+        # torch.load reads every one of these pickles (the rest of the file is raw storage bytes):
+        # all of them are scanned, the main object pickle in particular.
+        scans = [first]
+        for _ in range(_TORCH_LEGACY_PICKLES - 1):
+            if mm.tell() >= len(mm):
+                raise CorruptError(f"the legacy torch.save file ends after {len(scans)} of its "
+                                   f"{_TORCH_LEGACY_PICKLES} pickles", path=where, format="pytorch-pickle",
+                                   hint="re-export or re-copy the model")
+            scans.append(_scan_one(mm, where))
+    globals_ = list(dict.fromkeys(g for scan in scans for g in scan.globals))
     objects = [g for g in globals_ if not _is_data_global(g)]
-    if _torch_legacy_magic(blob):
-        fmt = "pytorch-pickle" if objects else "pytorch-state-dict"
-        return Sniffed(fmt, path, pickle_globals=globals_, detail="legacy (pre-zip) torch.save file")
-    return Sniffed("pickle", path, pickle_globals=globals_,
-                   detail=f"a raw pickle naming {', '.join(objects[:4]) or 'no globals'}")
+    if not objects:
+        return Sniffed("pytorch-state-dict", path, pickle_globals=globals_, detail="legacy (pre-zip) torch.save file")
+    modules = [g for g in objects if ".nn.modules." in g or g.startswith("__main__.")]
+    fmt = "pytorch-eager" if modules or _looks_like_module(objects) else "pytorch-pickle"
+    return Sniffed(fmt, path, pickle_globals=globals_,
+                   detail=f"legacy (pre-zip) torch.save file whose pickle names {', '.join(objects[:4])}"
+                          f"{' ...' if len(objects) > 4 else ''}")
 
 
-def _torch_legacy_magic(blob: bytes) -> bool:
-    # Legacy torch.save writes the magic number 0x1950a86a20f9469cfc6c as a pickled long first.
-    return b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19" in blob[:32]
+def _refuse_disguised_pickle(sniffed: Sniffed) -> Sniffed:
+    """A pickle that imports code, under another format's extension, is refused (exit 4), even with --trust.
+
+    A benign pickle (data globals only) under a wrong extension stays a contradiction (exit 3, raised
+    by the loader); one that would run code is a policy matter first."""
+    if sniffed.format not in ("pickle", "pytorch-pickle", "pytorch-eager"):
+        return sniffed
+    contradiction = contradicts_extension(sniffed)
+    objects = [g for g in sniffed.pickle_globals if not _is_data_global(g)]
+    if contradiction and objects:
+        raise UntrustedError(f"{contradiction}: the pickle imports {', '.join(objects[:4])}"
+                             f"{' ...' if len(objects) > 4 else ''}, which runs code when it is unpickled",
+                             path=str(sniffed.path), format=sniffed.format,
+                             hint="refused even with --trust while the name disguises it; rename it only if you "
+                                  "trust its author")
+    return sniffed
 
 
 def _is_tar(path: Path) -> bool:

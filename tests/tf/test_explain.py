@@ -59,16 +59,35 @@ def test_integrated_gradients_completeness_on_keras(x):
 
 
 def test_segmentation_explained_in_nhwc(x):
+    """Grad-CAM and saliency of a class-k region of an NHWC mask, against a hand-written tape: the class is
+    the last axis of the (N, H, W, K) output, and the region is the pixels predicted as k."""
     import keras
+    import tensorflow as tf
 
+    keras.utils.set_random_seed(1)
     inp = keras.Input(tm.SHAPE)
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
-    seg = keras.Model(inp, keras.layers.Conv2D(3, 1, name="classifier")(h))
+    conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")
+    head = keras.layers.Conv2D(3, 1, name="classifier")
+    seg = keras.Model(inp, head(conv(inp)))
     handle = as_handle(seg)
     attr = xr.explain(handle, x, method="gradcam", target=xr.targets.SegmentationRegion(2), layer="conv")
     assert attr.values.shape == (2, 8, 8)
     sal = xr.explain(handle, x, method="saliency", target=xr.targets.SegmentationRegion(2))
     assert sal.values.shape == x.shape
+
+    xt = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        acts = conv(xt)
+        logits = head(acts)  # (N, H, W, K)
+        mask = tf.cast(tf.argmax(logits, axis=-1) == 2, logits.dtype)  # (N, H, W): pixels predicted as 2
+        score = tf.reduce_sum(logits[..., 2] * mask)
+    pixels = mask.numpy().reshape(len(x), -1).sum(1)
+    assert (pixels > 0).all() and (pixels < 64).all()  # a real region in every sample, not the whole map
+    grads = tape.gradient(score, acts)
+    cam = tf.nn.relu(tf.reduce_sum(tf.reduce_mean(grads, axis=(1, 2), keepdims=True) * acts, -1)).numpy()
+    np.testing.assert_allclose(attr.raw, cam, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sal.values, np.abs(tape.gradient(score, xt).numpy()), rtol=1e-4, atol=1e-7)
 
 
 def test_weights_only_h5_with_arch(tmp_path, x, capsys):

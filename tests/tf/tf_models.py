@@ -154,3 +154,30 @@ BROKEN = {
     "custom-gradient": (lambda: functional(middle=WrongGradient(name="liar")), "incorrect", "liar",
                         "custom-backward"),
 }
+
+
+def swish(num_classes: int = 5, seed: int = 0) -> keras.Model:
+    """Conv blocks with swish/silu activations: Keras' TensorFlow backend computes them with
+    ``tf.nn.silu``, a ``tf.custom_gradient`` that a traced graph holds as an ``IdentityN`` op."""
+    _seeded(seed)
+    inp = keras.Input(SHAPE, name="image")
+    h = layers.Conv2D(8, 3, padding="same", activation="swish", name="conv1")(inp)
+    h = layers.Conv2D(8, 3, padding="same", name="conv2")(h)
+    h = layers.Activation(keras.activations.silu, name="silu2")(h)
+    h = layers.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(inp, layers.Dense(num_classes, name="fc")(h), name="swish")
+
+
+class AreaPooled(tf.Module):
+    """conv-relu, then ``ResizeArea`` (an op TensorFlow registers no gradient for), on the only path."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(tf.random.stateless_normal([3, 3, 3, 4], seed=[1, 2]))
+        self.d = tf.Variable(tf.random.stateless_normal([4, 3], seed=[3, 4]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
+    def __call__(self, x):
+        h = tf.nn.relu(tf.nn.conv2d(x, self.w, 1, "SAME"))
+        h = tf.image.resize(h, [4, 4], method="area", name="pool")
+        return tf.matmul(tf.reduce_mean(h, [1, 2]), self.d)

@@ -129,13 +129,23 @@ class TensorFlowBackend:
 
     def _one_pass(self, xt, target, input_grad, run) -> GradResult:
         """Forward and backward once; ``run(tape)`` returns the output and what it captured."""
+        gradless = False
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(xt)
-            out, captured = run(tape)
+            try:
+                out, captured = run(tape)
+            except LookupError as exc:
+                # A compiled function builds its backward when it is called under a tape, so an op
+                # without a registered gradient fails the forward itself: run it unrecorded instead.
+                if not no_gradient_error(exc):
+                    raise
+                gradless = True
+                with tape.stop_recording():
+                    out, captured = run(tape)
             out_np = out.numpy()
             if not target.resolved:
                 target = target.resolve(out_np, channel_axis=-1)
-            differentiable = out.dtype.is_floating or out.dtype.is_complex
+            differentiable = not gradless and (out.dtype.is_floating or out.dtype.is_complex)
             if target.framework_fn is not None:
                 score = target.framework_fn(out)
                 scores_np = np.asarray(score).astype(np.float64).reshape(-1)
@@ -336,6 +346,11 @@ def safe_gradient(tape, root, sources, seed=None) -> list:
         return list(tape.gradient(root, sources, output_gradients=seed))
     except _GRADIENT_ERRORS:
         return [None] * len(sources)
+
+
+def no_gradient_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is TensorFlow's "No gradient defined for operation ..." (gradients_util)."""
+    return isinstance(exc, LookupError) and "No gradient defined for operation" in str(exc)
 
 
 def _np(t) -> np.ndarray:

@@ -295,6 +295,10 @@ def _whole_model(backend, xt, status) -> BreakFinding | None:
 # ---- compiled functions ----------------------------------------------------------------------------------------
 def locate_in_graph(backend, status: str) -> BreakFinding | None:
     graph_def = backend.graph_def
+    if status in ("missing", "zero"):
+        found = _without_gradient(backend)
+        if found is not None:
+            return found
     if graph_def is None or status == "non-finite":
         return None
     nodes = _graph_ops(graph_def)
@@ -307,6 +311,17 @@ def locate_in_graph(backend, status: str) -> BreakFinding | None:
     node = next(n for n in nodes if n.op == op)
     return BreakFinding(location=node.name, cause=cause, op=op,
                         detail=f"{op} node '{node.name}' in the compiled graph: {_WHY[cause]}")
+
+
+def _without_gradient(backend) -> BreakFinding | None:
+    """An op on the path of the imported graph with no registered gradient (see formats.tf_graph)."""
+    find = getattr(backend.splits, "without_gradient", None)
+    op = find() if find is not None else None
+    if op is None:
+        return None
+    return BreakFinding(location=op.name, cause="non-differentiable", op=op.type,
+                        detail=f"{op.type} node '{op.name}' in the compiled graph: TensorFlow has no gradient "
+                               f"registered for {op.type}, so no gradient flows back through it")
 
 
 def count_graph_ops(graph_def, names: dict[str, str]) -> dict[str, int]:

@@ -9,6 +9,14 @@ tensor T: ``head(x) -> T`` and ``tail(x, T) -> output`` are pruned from the same
 tape sees T and CAM methods get its activation and gradient. A split is offered for the last few
 spatial tensors on the input-to-output path and is used only if ``tail(x, head(x))`` reproduces the
 model's output (checked by the backend on every pass).
+
+A ``tf.custom_gradient`` traced into a graph (Keras' swish/silu, for one) is an ``IdentityN`` op whose
+``_gradient_op_type`` attr names a backward registered for one traced graph in one process
+("CustomGradient-N"): a GraphDef file cannot carry it, an entry of that name here belongs to some other
+graph, and a SavedModel's restored backward does not run in the graph frozen from its signature
+either (measured: no split got a gradient). Before the import, such ops lose the attr, so TensorFlow's
+pass-through ``IdentityN`` gradient applies and the gradient is that of the forward ops computing its
+inputs (the readiness check verifies it by finite differences).
 """
 
 from __future__ import annotations
@@ -122,9 +130,13 @@ def _load_graphdef(tf, path: Path, trust: bool, output, inputs: str | None, outp
     node = {n.name: n for n in graph_def.node}[in_name.split(":")[0]]
     shape = tuple(d.size for d in node.attr["shape"].shape.dim) if "shape" in node.attr else None
     dtype = tf.as_dtype(node.attr["dtype"].type) if "dtype" in node.attr else tf.float32
-    backend = TensorFlowBackend(splits.full, kind="graphdef", output=None, splits=splits, graph_def=graph_def,
-                                input_spec=(shape, dtype))
+    backend = TensorFlowBackend(splits.full, kind="graphdef", output=None, splits=splits,
+                                graph_def=splits.graph_def, input_spec=(shape, dtype))
     notes = [f"input tensor '{in_name}', output tensor '{out_name}'"]
+    if splits.pass_through:
+        notes.append(f"{len(splits.pass_through)} tf.custom_gradient op(s) (IdentityN, e.g. "
+                     f"'{splits.pass_through[0]}') lost their backward when the graph was frozen; their gradient "
+                     "is taken through the forward ops")
     return ModelHandle(backend, Source(str(path), fmt, "tensorflow"), notes=notes)
 
 
@@ -165,6 +177,43 @@ def _pick_output(graph_def, given: str | None, path: Path) -> str:
                      hint="pass --outputs NAME")
 
 
+_CUSTOM_GRADIENT = "CustomGradient-"  # tf.custom_gradient's per-process name (ops/custom_gradient.py)
+
+
+def pass_through_custom_gradients(tf, graph_def):
+    """(graph_def, names): a copy whose ``IdentityN`` ops no longer name a custom backward this process
+    cannot honour, and the names of those ops; the graph itself when there are none.
+
+    Such an op is one whose ``_gradient_op_type`` is "CustomGradient-N" (registered only in the process
+    that traced it) or is not registered here at all. Without the attr TensorFlow uses its own
+    ``IdentityN`` gradient, which passes each output's gradient to the matching input."""
+    from tensorflow.python.framework import ops
+
+    def stale(node) -> bool:
+        if node.op != "IdentityN" or "_gradient_op_type" not in node.attr:
+            return False
+        kind = node.attr["_gradient_op_type"].s.decode("utf-8", "replace")
+        if kind.startswith(_CUSTOM_GRADIENT):
+            return True
+        try:
+            ops.gradient_registry.lookup(kind)
+        except LookupError:
+            return True
+        return False
+
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    if not any(stale(n) for n in nodes):
+        return graph_def, []
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)
+    names = []
+    for node in list(copy.node) + [n for f in copy.library.function for n in f.node_def]:
+        if stale(node):
+            del node.attr["_gradient_op_type"]
+            names.append(node.name)
+    return copy, names
+
+
 class _Split:
     def __init__(self, head, tail):
         self.head, self.tail = head, tail
@@ -185,12 +234,12 @@ class GraphSplits:
 
     def __init__(self, tf, graph_def, in_name: str, out_name: str, path: Path | None = None):
         self.tf = tf
-        self.graph_def = graph_def
+        self.graph_def, self.pass_through = pass_through_custom_gradients(tf, graph_def)
         self.reason = ""
         self._overridden: dict = {}
 
         def _import():
-            tf.compat.v1.import_graph_def(graph_def, name="")
+            tf.compat.v1.import_graph_def(self.graph_def, name="")
 
         try:
             self.wrapped = tf.compat.v1.wrap_function(_import, [])
@@ -223,7 +272,8 @@ class GraphSplits:
                 continue
             upstream.add(op.name)
             todo.extend(t.op for t in op.inputs)
-        self.path_op_types = [op.type for op in ops if op.name in downstream and op.name in upstream]
+        self.path_ops = [op for op in ops if op.name in downstream and op.name in upstream]
+        self.path_op_types = [op.type for op in self.path_ops]
         found = []
         for op in ops:
             if op.type not in CAM_OPS or op.name not in downstream or op.name not in upstream:
@@ -237,6 +287,21 @@ class GraphSplits:
 
     def names(self) -> list[str]:
         return list(self._names)
+
+    def without_gradient(self):
+        """The first op on the input-to-output path that TensorFlow has no gradient for (differentiating
+        through it raises "No gradient defined"), or None. Ops registered as not differentiable
+        (``tf.no_gradient``) are not counted: they give no gradient instead of an error."""
+        from tensorflow.python.framework import ops
+
+        for op in self.path_ops:
+            if op is self.x.op or not any(t.dtype.is_floating for t in op.inputs):
+                continue
+            try:
+                ops.get_gradient_function(op)
+            except LookupError:
+                return op
+        return None
 
     def has(self, name: str) -> bool:
         """Any float tensor of the graph can be asked for by op name, not only the offered ones."""
@@ -252,7 +317,7 @@ class GraphSplits:
         ``gradient_override_map`` tags the imported ops; the registered rule lives under a name of our
         own, so TensorFlow's ``Relu`` gradient is untouched for everything else."""
         if mode not in self._overridden:
-            tf, graph_def = self.tf, self.graph_def
+            tf, graph_def = self.tf, self.graph_def  # already without stale custom gradients
             op_type = _register_relu_rule(tf, mode)
 
             def _import():

@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow bench bench-explain bench-blackbox bench-tf bench-metrics onnx-corpus lint clean
+.PHONY: demo test test-slow test-corpus fd-rule bench bench-explain bench-blackbox bench-tf bench-metrics onnx-corpus lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The whole readiness corpus: every architecture at three dtypes, every break cause in ten of them.
+test-corpus: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/corpus
+
+# False-alarm and detection rates of the finite-difference rule on the corpus architectures.
+fd-rule: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/fd_rule.py
 
 # Benchmarks print ratios (ours / anchor, ours / plain forward+backward); run them on a quiet machine.
 bench: $(STAMP)

@@ -86,22 +86,25 @@ class TorchBackend:
         return str(ref.dtype).removeprefix("torch.") if ref is not None and ref.is_floating_point() else "float32"
 
     @contextmanager
-    def full_precision(self):
-        """Within the block a float16/bfloat16 model computes in float32; every tensor is restored exactly.
+    def full_precision(self, dtype: str = "float32"):
+        """Within the block the model computes in ``dtype`` (float32 or float64); every tensor is restored
+        exactly on exit (float16, bfloat16 and float32 all convert to float32/float64 without loss).
 
-        Finite differences of a half-precision model are rounding noise, so gradient correctness is
-        measured on the same weights in float32 (both types convert to float32 without loss).
+        Finite differences of a half-precision model are rounding noise, and those of a model whose
+        gradient is tiny drown in float32 rounding, so gradient correctness is measured on the same
+        weights in a wider type.
         """
-        low = (torch.float16, torch.bfloat16)
-        tensors = [t for t in (*self.module.parameters(), *self.module.buffers()) if t.dtype in low]
+        wide = getattr(torch, dtype)
+        narrow = {torch.float16, torch.bfloat16, torch.float32} - {wide}
+        tensors = [t for t in (*self.module.parameters(), *self.module.buffers()) if t.dtype in narrow]
         saved = [(t, t.dtype) for t in tensors]
         try:
             for t in tensors:
-                t.data = t.data.float()
+                t.data = t.data.to(wide)
             yield self
         finally:
-            for t, dtype in saved:
-                t.data = t.data.to(dtype)
+            for t, old in saved:
+                t.data = t.data.to(old)
 
     def _select(self, raw):
         """Pick the output to explain from a tensor, dict or tuple output."""

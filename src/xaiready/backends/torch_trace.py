@@ -382,18 +382,28 @@ _BUILTIN_NODE = re.compile(r"Backward\d+$")
 
 
 def _first_non_finite_op(root: torch.Tensor, xt: torch.Tensor) -> str | None:
-    """The autograd node whose backward first returns NaN/inf, named by anomaly detection."""
-    import warnings
+    """The autograd node whose backward first turns finite gradients into NaN/inf (sqrt at 0 gives inf,
+    which the next multiplication by 0 turns into NaN: the first node is the one to name)."""
+    if root.grad_fn is None:
+        return None
+    found: list[str] = []
 
+    def finite(ts):
+        return all(t is None or bool(torch.isfinite(t).all()) for t in ts)
+
+    def hook(node):
+        def fn(grad_inputs, grad_outputs):
+            if not found and finite(grad_outputs) and not finite(grad_inputs):
+                found.append(type(node).__name__)
+        return fn
+
+    handles = [node.register_hook(hook(node)) for node in _walk(root.grad_fn)]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # anomaly mode warns when enabled and with the forward's traceback
-            with torch.autograd.detect_anomaly(check_nan=True):
-                torch.autograd.grad(root, xt, allow_unused=True)
-    except RuntimeError as exc:
-        match = re.search(r"Function '(\w+)' returned nan", str(exc))
-        return match.group(1) if match else None
-    return None
+        torch.autograd.grad(root, xt, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
 
 
 def _score_root(backend, out, target):

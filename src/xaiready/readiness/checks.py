@@ -11,18 +11,14 @@ from ..model import ModelHandle
 from ..targets import Class, Target, for_task, infer_task
 from .conversion import verify_conversion
 from .layers import measure_layers
-from .probes import finite_difference_check
+from .probes import gradient_correctness
 from .report import Report
 
 SATURATED = 0.99  # a probability above this (or below 1 - this) has almost no gradient left
-LOW_PRECISION = ("float16", "bfloat16")
-# A half-precision gradient whose cosine with the float32 gradient of the same weights is below this
-# is dominated by rounding. Measured on the corpus (tests/corpus): bfloat16 CNNs and ViTs 0.99+.
-PRECISION_COSINE = 0.9
 
 
 def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = None, task: str | None = None,
-              layer: str | None = None, fd_directions: int = 2) -> Report:
+              layer: str | None = None, fd_directions: int = 3) -> Report:
     """Measure readiness on ``x``. Problems of the model become findings; usage errors raise."""
     started = time.perf_counter()
     report = Report(model=handle.source.to_dict())
@@ -68,7 +64,9 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
                    f"them: {res.grad_mode_error}")
     status = _gradient_status(report, grad)
     if status == "ok":
-        fd = _gradient_correctness(handle, x, target, grad, max(0, fd_directions - 1), report)
+        fd, precision = gradient_correctness(handle, x, target, grad, n_random=max(0, fd_directions - 1))
+        if precision is not None:
+            report.checks.append(precision)
         report.add("gradient-correct", "fail" if not fd.ok else "pass" if fd.conclusive else "warn", fd.detail)
         if not fd.ok:
             status = "incorrect"
@@ -103,26 +101,6 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
             reason = "layer hooks registered but never fired"
         report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": reason}
         report.add("cam-layers", "fail", reason)
-
-
-def _gradient_correctness(handle, x, target, grad, n_random, report):
-    """Finite differences against autograd; a half-precision model is measured on its float32 twin."""
-    precision = getattr(handle.backend, "precision", "float32")
-    if precision not in LOW_PRECISION:
-        return finite_difference_check(handle, x, target, grad, n_random=n_random)
-    with handle.backend.full_precision():
-        full = handle.vjp(x, target).input_grad
-        if full is None or not np.isfinite(full).all() or not full.any():
-            report.add("gradient-precision", "fail", f"the {precision} model's gradient exists, but the same "
-                       "weights in float32 give none that is finite and non-zero")
-            return finite_difference_check(handle, x, target, grad, n_random=n_random)
-        fd = finite_difference_check(handle, x, target, full, n_random=n_random)
-    a, b = grad.reshape(-1).astype(np.float64), full.reshape(-1).astype(np.float64)
-    cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    report.add("gradient-precision", "pass" if cos >= PRECISION_COSINE else "warn",
-               f"the {precision} input gradient has cosine {cos:.4f} with the float32 gradient of the same "
-               f"weights (finite differences are measured in float32; {precision} rounding is noise)")
-    return fd
 
 
 def _gradient_status(report: Report, grad) -> str:

@@ -1,0 +1,168 @@
+"""Each way a gradient path breaks, injected into a real architecture by wrapping one of its modules.
+
+``inject(model, cause, x)`` picks the module from a traced forward (a feature stage in the middle of
+the network, or the classification head) and replaces it with a wrapper, so the break sits inside a
+model we did not write. It returns the model and what the readiness check must report:
+``(verdict, gradient status, break cause, break location)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+class _Wrap(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+
+class Detach(_Wrap):
+    def forward(self, *a, **k):
+        return self.inner(*a, **k).detach()
+
+
+class NumpyRoundTrip(_Wrap):
+    """Through NumPy with ``.detach()`` first: runs, but the path is cut."""
+
+    def forward(self, *a, **k):
+        y = self.inner(*a, **k)
+        return torch.from_numpy(y.detach().cpu().numpy() * 1.0).to(y.device)
+
+
+class NumpyNoDetach(_Wrap):
+    """``.numpy()`` on a tensor that requires grad: runs under no_grad only, raises with gradients."""
+
+    def forward(self, *a, **k):
+        y = self.inner(*a, **k)
+        return torch.from_numpy(y.cpu().numpy() * 1.0).to(y.device)
+
+
+class NoGrad(_Wrap):
+    def forward(self, *a, **k):
+        with torch.no_grad():
+            return self.inner(*a, **k)
+
+
+class Round(_Wrap):
+    def forward(self, *a, **k):
+        return torch.round(self.inner(*a, **k) * 4) / 4
+
+
+class Threshold(_Wrap):
+    def forward(self, *a, **k):
+        y = self.inner(*a, **k)
+        return (y > 0).to(y.dtype)
+
+
+class _Double(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2.0
+
+
+class LyingBackward(_Wrap):
+    def forward(self, *a, **k):
+        return _Double.apply(self.inner(*a, **k))
+
+
+class SqrtAtZero(_Wrap):
+    """Adds sqrt of a sum that is exactly zero: the forward is unchanged, the backward is NaN."""
+
+    def forward(self, *a, **k):
+        y = self.inner(*a, **k)
+        return y + torch.sqrt((y * 0).sum(-1, keepdim=True))
+
+
+class ItemScore(nn.Module):
+    """The whole model's scores rebuilt from Python floats."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits = _logits(self.model(x))
+        return torch.tensor([[v.item() for v in row] for row in logits], dtype=logits.dtype)
+
+
+class ItemScale(nn.Module):
+    """A "temperature" taken through ``.item()``: the gradient ignores the scale's dependence on x."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits = _logits(self.model(x))
+        return logits / logits.abs().max().item()
+
+
+def _logits(out):
+    return out.logits if hasattr(out, "logits") else out
+
+
+# cause -> (wrapper, where, expected verdict, gradient status, break cause)
+CAUSES = {
+    "detach": (Detach, "stage", "inference-only", "missing", "detach"),
+    "numpy": (NumpyRoundTrip, "stage", "inference-only", "missing", "numpy"),
+    "numpy-no-detach": (NumpyNoDetach, "stage", "inference-only", "missing", "numpy"),
+    "no_grad": (NoGrad, "head", "inference-only", "missing", "no_grad"),
+    "item-score": (ItemScore, "root", "inference-only", "missing", "item"),
+    "item-scale": (ItemScale, "root", "inference-only", "incorrect", "item"),
+    "round": (Round, "head", "inference-only", "zero", "non-differentiable"),
+    "threshold": (Threshold, "stage", "inference-only", "missing", "non-differentiable"),
+    "lying-backward": (LyingBackward, "stage", "inference-only", "incorrect", "custom-backward"),
+    "nan-at-kink": (SqrtAtZero, "stage", "inference-only", "non-finite", "non-differentiable"),
+}
+
+
+def inject(model: nn.Module, cause: str, x: np.ndarray):
+    """The model with ``cause`` injected, and (verdict, status, cause, location) the check must find."""
+    wrapper, where, verdict, status, expected_cause = CAUSES[cause]
+    if where == "root":
+        return wrapper(model).eval(), (verdict, status, expected_cause, "(root)")
+    name = _pick(model, x, where)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, wrapper(getattr(parent, attr)).eval())
+    # The location is the innermost module whose op cut the path: the wrapper's own forward, except
+    # under no_grad, where the wrapped module's ops are the ones that run without gradients.
+    return model, (verdict, status, expected_cause, f"{name}.inner" if cause == "no_grad" else name)
+
+
+def _pick(model: nn.Module, x: np.ndarray, where: str) -> str:
+    """A module called once whose output is one float tensor: a mid-network feature stage (4-D or
+    token output) or the head (the last module with a 2-D output of the class count)."""
+    calls: list[tuple[str, tuple]] = []
+    counts: dict[str, int] = {}
+    handles = []
+
+    def hook(name):
+        def fn(_m, _i, out):
+            counts[name] = counts.get(name, 0) + 1
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                calls.append((name, tuple(out.shape)))
+        return fn
+
+    for name, sub in model.named_modules():
+        if name and not isinstance(sub, (nn.Identity, nn.Dropout)):
+            handles.append(sub.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            out = _logits(model(torch.as_tensor(x, dtype=next(model.parameters()).dtype)))
+    finally:
+        for h in handles:
+            h.remove()
+    once = [(n, s) for n, s in calls if counts[n] == 1]
+    if where == "head":
+        heads = [n for n, s in once if s == tuple(out.shape)]
+        return min(heads, key=lambda n: n.count("."))  # the outermost module producing the logits
+    stages = [n for n, s in once if len(s) >= 3 and n.count(".") <= 2]
+    return stages[len(stages) // 2]

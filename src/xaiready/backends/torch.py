@@ -115,7 +115,7 @@ class TorchBackend:
             return self._select(self.module(xt))
         except (UsageError, InputError):
             raise
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:  # models assert shapes
             first = first_line(exc)
             raise InputError(f"the model could not run on an input of shape {tuple(xt.shape)}: {first}",
                              hint="check --input-shape / --layout, or the input file") from exc
@@ -185,6 +185,16 @@ class TorchBackend:
         scores = None if target.framework_fn is not None else target.scores(out_np)
         return GradResult(output=out_np, scores=scores, input_grad=None, score_in_graph=False, target=target,
                           grad_mode_error=first_line(exc.__cause__ or exc))
+
+    def observe(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named layers' outputs on one forward without gradients (for layout measurement)."""
+        with self.session(), torch.no_grad(), _capture(self.module, layers) as captured:
+            self._run(self.to_tensor(x))
+            return {n: self.to_numpy(a) for n, a in captured.activations().items()}
+
+    def layer_kinds(self) -> dict[str, str]:
+        """Each layer's class name (LayerNorm, Conv2d...), to tell a normalisation from a projection."""
+        return {n: type(m).__name__ for n, m in self.module.named_modules() if n}
 
     def layers(self) -> LayerAccess:
         names = [n for n, _ in self.module.named_modules() if n]

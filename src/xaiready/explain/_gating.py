@@ -30,6 +30,10 @@ class Findings:
     cam_reason: str | None
     default_layer: str | None
     layers: tuple[str, ...]
+    layouts: tuple[tuple[str, dict], ...] = ()  # measured layout of each layer, as the report has it
+
+    def layout(self, layer: str) -> dict | None:
+        return dict(self.layouts).get(layer)
 
 
 def measure(handle, x: np.ndarray, target: Target, layer: str | None = None) -> Findings:
@@ -50,7 +54,8 @@ def measure(handle, x: np.ndarray, target: Target, layer: str | None = None) -> 
             verdict=report.verdict, gradient_status=report.gradient["status"],
             gradient_break=report.gradient.get("break"), cam_status=report.cam["status"],
             cam_reason=report.cam.get("reason"), default_layer=report.cam.get("default_layer"),
-            layers=tuple(report.cam.get("layers") or ()))
+            layers=tuple(report.cam.get("layers") or ()),
+            layouts=tuple((report.cam.get("layouts") or {}).items()))
     return per_handle[key]
 
 

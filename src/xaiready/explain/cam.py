@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import CapabilityError, UsageError
+from ..readiness.layouts import Layout, candidates, to_maps
 from ..targets import Target
 from ._common import Prepared, attribution, prepare, resolved
 from ._gating import measure, require
@@ -72,6 +73,15 @@ def spatial_size(x: np.ndarray, layout: str) -> tuple[int, int]:
     return (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
 
 
+def _only_reading(shape, input_hw, input_layout: str) -> Layout | None:
+    """A layer nobody measured (``verify=False``): its only reading at this input size, or, for a 4-D
+    map both ways, the input's own layout."""
+    found = candidates(tuple(shape), input_hw, shape[0])
+    if len(found) == 1:
+        return found[0]
+    return next((c for c in found if c.kind == input_layout), None)
+
+
 # ---- the family ---------------------------------------------------------------------------------------------
 class CAMMethod(Method):
     """Base of the CAM family; subclasses override ``weights`` only."""
@@ -89,8 +99,8 @@ class CAMMethod(Method):
         opts = self.options(options)
         with handle.session():
             prep = prepare(handle, x, target, resolve=False)  # the layer pass resolves it
-            layer = self.choose_layer(handle, prep, layer, verify)
-            prep, raw = self.raw_map(handle, prep, layer)
+            layer, layout = self.choose_layer(handle, prep, layer, verify)
+            prep, raw = self.raw_map(handle, prep, layer, layout)
             up = upsample(raw, spatial_size(prep.x, handle.layout), opts["interpolation"])
             values, info, warnings = self.combine(handle, prep, raw, up, opts)
         flags = degenerate(raw)
@@ -100,34 +110,39 @@ class CAMMethod(Method):
         return attribution(self, handle, prep, values, {**opts, "layer": layer}, layer=layer, raw=raw,
                            info=info, warnings=warnings)
 
-    def choose_layer(self, handle, prep, layer: str | None, verify: bool) -> str:
-        """The named layer (verified) or readiness's default layer."""
+    def choose_layer(self, handle, prep, layer: str | None, verify: bool) -> tuple[str, Layout | None]:
+        """The named layer (verified) or readiness's default layer, with its measured layout."""
         if verify:
             found = require(handle, prep.x, prep.target, self, layer)
         elif layer is None:
             found = measure(handle, prep.x, prep.target)
         else:
-            return layer
+            return layer, None
         chosen = layer or found.default_layer
         if chosen is None:
             raise CapabilityError(f"{self.name} has no layer to use: {found.cam_reason}",
                                   path=handle.source.path, format=handle.source.format,
                                   hint="name one with --layer")
-        return chosen
+        measured = found.layout(chosen)
+        return chosen, Layout.from_dict(measured) if measured else None
 
-    def raw_map(self, handle, prep: Prepared, layer: str) -> tuple[Prepared, np.ndarray]:
-        """One pass to the layer only; returns ``prep`` with the target resolved, and the ReLU'd map."""
+    def raw_map(self, handle, prep: Prepared, layer: str, layout: Layout | None) -> tuple[Prepared, np.ndarray]:
+        """One pass to the layer only; returns ``prep`` with the target resolved, and the ReLU'd map.
+
+        The activation is read through the layer's measured layout (an image map, or tokens whose
+        prefix is dropped and whose grid is restored); an unverified layer gets its only reading."""
         res = handle.vjp(prep.x, prep.target, layers=[layer], input_grad=False)
         acts, grads = res.activations.get(layer), res.layer_grads.get(layer)
         if acts is None or grads is None:
             why = "never ran" if acts is None else "is not on the score's gradient path"
             raise CapabilityError(f"layer '{layer}' {why}", path=handle.source.path,
                                   format=handle.source.format, hint="`xaiready check` lists usable layers")
-        if acts.ndim != 4:
-            raise CapabilityError(f"layer '{layer}' has output shape {acts.shape}, not an image-like (N, C, H, W) map",
-                                  hint="choose a convolutional layer with --layer")
-        axis = handle.channel_axis % 4
-        acts, grads = np.moveaxis(acts, axis, 1), np.moveaxis(grads, axis, 1)
+        layout = layout or _only_reading(acts.shape, spatial_size(prep.x, handle.layout), handle.layout)
+        if layout is None:
+            raise CapabilityError(f"layer '{layer}' has output shape {acts.shape}, which reads neither as an image "
+                                  "map nor as tokens on the patch grid", path=handle.source.path,
+                                  format=handle.source.format, hint="`xaiready check` lists the layers and layouts")
+        acts, grads = to_maps(acts, layout), to_maps(grads, layout)
         cam = (self.weights(acts, grads) * acts).sum(1)
         return resolved(prep, res), np.maximum(cam, 0)
 

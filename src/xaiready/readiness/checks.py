@@ -11,6 +11,7 @@ from ..model import ModelHandle
 from ..targets import Class, Target, for_task, infer_task
 from .conversion import verify_conversion
 from .layers import measure_layers
+from .layouts import measure_layouts
 from .probes import gradient_correctness
 from .report import Report
 
@@ -86,20 +87,27 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
         report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": access.reason}
         report.add("cam-layers", "fail", access.reason)
         return
-    seg_channels = out.shape[handle.channel_axis] if report.context["task"] == "segmentation" else None
-    found = measure_layers(res, requested, handle.layout, seg_channels)
+    task = report.context["task"]
+    classes = out.shape[handle.channel_axis] if task in ("segmentation", "classification") and out.ndim > 1 else None
+    layouts = measure_layouts(handle, x, target, res, requested)
+    kinds = handle.backend.layer_kinds() if hasattr(handle.backend, "layer_kinds") else {}
+    found = measure_layers(res, requested, layouts, classes, kinds)
     default = layer if layer in found.verified else found.default
+    reason = f"chosen with --layer ({layouts[layer].evidence})" if layer in found.verified else found.default_reason
+    measured = {n: lay.to_dict() for n, lay in layouts.items()}  # every candidate, with its evidence
     if found.verified:
-        report.cam = {"status": "ok", "layers": found.verified, "default_layer": default, "reason": None}
-        report.add("cam-layers", "pass", f"{len(found.verified)} layer(s) give activation and non-zero "
-                   f"gradient; default '{default}'")
+        report.cam = {"status": "ok", "layers": found.verified, "default_layer": default, "reason": None,
+                      "default_reason": reason, "layouts": measured}
+        report.add("cam-layers", "pass", f"{len(found.verified)} layer(s) with an established layout give "
+                   f"activation and non-zero gradient; default '{default}': {reason}")
     else:
         reason = found.reason
         if layer and layer in found.rejected:
             reason = f"layer '{layer}': {found.rejected[layer]}"
         elif requested and any(res.calls.get(n) for n in requested) is False and handle.framework == "torch":
             reason = "layer hooks registered but never fired"
-        report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": reason}
+        report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": reason,
+                      "layouts": measured}
         report.add("cam-layers", "fail", reason)
 
 

@@ -133,3 +133,20 @@ def test_square_channels_are_told_apart_by_a_second_size():
     layouts = report["cam"]["layouts"]
     assert layouts["nhwc"]["kind"] == "NHWC" and layouts["conv"]["kind"] == "NCHW"
     assert "follows the input" in layouts["nhwc"]["evidence"]
+
+
+def test_capture_is_the_layer_output_before_later_in_place_ops():
+    """torchvision's BasicBlock runs an in-place ReLU on bn1's output and `out += identity` on bn2's."""
+    from xaiready.api import as_handle
+
+    model, shape = A.build("tv-resnet18")
+    x = A.example_input(shape)
+    res = as_handle(model).vjp(x, Class(0), layers=["layer1.0.bn1", "layer1.0.bn2"])
+    block = model.layer1[0]
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(torch.tensor(x)))))
+        bn1 = block.bn1(block.conv1(stem))
+        bn2 = block.bn2(block.conv2(torch.relu(bn1)))
+    np.testing.assert_allclose(res.activations["layer1.0.bn1"], bn1.numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.activations["layer1.0.bn2"], bn2.numpy(), atol=1e-5)
+    assert (res.activations["layer1.0.bn1"] < 0).any()  # not the ReLU'd tensor

@@ -299,6 +299,10 @@ class _Captured:
             self._calls[name] = self._calls.get(name, 0) + 1
             if isinstance(output, torch.Tensor) and output.is_floating_point():
                 self._acts[name] = output  # the last call wins for modules used several times
+                # The model goes on with a copy, so a later in-place op (torchvision ResNet's ReLU after
+                # bn1, `out += identity` after bn2) cannot rewrite what was captured at this layer.
+                return output.clone()
+            return None
         return _hook
 
     def activations(self) -> dict[str, torch.Tensor]:

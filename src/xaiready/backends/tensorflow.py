@@ -127,6 +127,13 @@ class TensorFlowBackend:
 
             return self._one_pass(xt, target, input_grad, run)
 
+    def observe(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named layers' outputs on one pass at ``x``, whatever its size (for layout measurement)."""
+        from ..targets import Custom
+
+        total = Custom(lambda out: tf.reduce_sum(tf.reshape(out, (tf.shape(out)[0], -1)), axis=1), name="sum")
+        return self.vjp(x, total, layers=layers, input_grad=False).activations
+
     def _one_pass(self, xt, target, input_grad, run) -> GradResult:
         """Forward and backward once; ``run(tape)`` returns the output and what it captured."""
         gradless = False

@@ -90,7 +90,7 @@ def candidates(shape: tuple[int, ...], input_hw: tuple[int, int], batch: int) ->
 
 def measure(first: Mapping[str, Observation], input_a: tuple[int, ...],
             second: Mapping[str, Observation] | None, input_b: tuple[int, ...] | None,
-            spatial_axes: tuple[int, int]) -> dict[str, Layout]:
+            spatial_axes: tuple[int, int], native: str | None = None) -> dict[str, Layout]:
     """The layout of each layer from a pass at ``input_a`` and, when the model took it, one at ``input_b``."""
     hw_a = tuple(input_a[a] for a in spatial_axes)
     batch = input_a[0]
@@ -114,6 +114,12 @@ def measure(first: Mapping[str, Observation], input_a: tuple[int, ...],
             result[name] = _decide(kept, cands, f"follows the input from {hw_a} to {hw_b}")
         else:
             result[name] = _decide(cands, cands, f"the only reading at input {hw_a} (the model takes one size)")
+            maps = [c for c in cands if c.kind == native]
+            if result[name].evidence.startswith("ambiguous") and len(maps) == 1 and all(
+                    c.kind in ("NCHW", "NHWC") and c.grid == maps[0].grid for c in cands):
+                # C equals h and w at one size: the framework's own map layout decides, as it does for
+                # every layer it builds (Keras layers are channels-last).
+                result[name] = _decide(maps, maps, f"square at input {hw_a}, read in the framework's {native}")
         if result[name].kind == "tokens":
             g = result[name].grid
             token_counts |= {g[0] * g[1], g[0] * g[1] + result[name].prefix}
@@ -215,8 +221,8 @@ def measure_layouts(handle, x: np.ndarray, target, result, names) -> dict[str, L
     for inputs in tries:  # a larger input first; a model that takes one size gets other values
         try:
             seen = observe(inputs, list(first))
-        except XaiReadyError:
+        except (XaiReadyError, RuntimeError, ValueError, TypeError):  # e.g. a graph with a fixed input size
             continue
         second = {n: Observation(tuple(a.shape), fingerprint(a)) for n, a in seen.items()}
-        return measure(first, x.shape, second, inputs.shape, axes)
-    return measure(first, x.shape, None, None, axes)
+        return measure(first, x.shape, second, inputs.shape, axes, handle.layout)
+    return measure(first, x.shape, None, None, axes, handle.layout)

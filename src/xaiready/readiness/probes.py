@@ -16,7 +16,7 @@ Correctness is a directional finite-difference check, the decision rule being:
   and backward differences agree with each other (the score is smooth there, not at a kink). Noise,
   kinks and ties make the step sizes or the two sides disagree among themselves; a wrong gradient
   does not. Anything else is "inconclusive" (a warning, never a failure).
-* Confirmation: a conclusive disagreement is measured again at a random point 1e-3 x mean|x| away.
+* Confirmation: a conclusive disagreement is measured again at a random point 3e-2 x mean|x| away.
   Equal values under a max (a flat image region through max-pooling) are smooth along the probed
   directions yet not differentiable, and they break a hair away; a wrong backward does not. Only a
   disagreement that stays is a failure.
@@ -86,9 +86,10 @@ def gradient_correctness(handle: ModelHandle, x: np.ndarray, target: Target, gra
                               "rounding is noise)")
     else:
         fd = finite_difference_check(handle, x, target, grad, n_random=n_random, seed=seed)
-    if not fd.clean and hasattr(backend, "full_precision"):
+    if (fd.ok and not fd.clean) and hasattr(backend, "full_precision"):
         # Not a clean pass: float32 rounding hid the gradient, or steps large enough to be seen above
-        # it crossed ReLU kinks. The float64 twin resolves steps a billion times smaller.
+        # it crossed ReLU kinks. The float64 twin resolves steps a billion times smaller. (A failure
+        # has already converged at two steps and stayed at a point away from any ties: it stands.)
         why = "the gradient is too small for float32 differences" if fd.too_small else f"float32 said: {fd.detail}"
         wide = x.astype(np.float64)
         try:
@@ -147,7 +148,7 @@ def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, 
     # Equal values under a max (a flat image region through max-pooling) make the score smooth along
     # the probed directions but not differentiable at x: autograd's choice of one maximum disagrees
     # with the differences. Such ties break a hair away from x; a wrong backward does not go away.
-    scale = 1e-3 * max(float(np.abs(x).mean()), 1e-6)
+    scale = 3e-2 * max(float(np.abs(x).mean()), 1e-6)  # farther from the ties than any step goes
     nearby = (x + scale * np.random.default_rng(seed + 1).standard_normal(x.shape)).astype(x.dtype)
     grad_nearby = handle.vjp(nearby, target).input_grad
     again = None if grad_nearby is None else finite_difference_check(
@@ -206,7 +207,7 @@ def _directional_check(x, grad, s0, score_rows, n_random, seed) -> FDResult | No
             if (drift > np.maximum(0.01 * delta, 64 * eps * (np.abs(s0) + 1))).any():
                 return None
             # The score's rounding, measured: the same sample scored alone and inside a bigger batch.
-            rounding = np.maximum(4 * np.abs(s[-probe:] - s0), 8 * eps * (np.abs(s0) + 1.0))
+            rounding = np.maximum(4 * drift, 64 * eps * (np.abs(s0) + 1.0))
         s = s[:len(s) - probe].reshape(2, len(d), n)
         central, forward, backward = (s[0] - s[1]) / (2 * h), (s[0] - s0) / h, (s0 - s[1]) / h
         noise = rounding[None, :] / h  # what rounding does to a difference quotient at this step

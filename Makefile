@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow test-corpus fd-rule bench bench-explain bench-blackbox bench-tf bench-metrics onnx-corpus lint clean
+.PHONY: demo test test-slow test-corpus fd-rule readiness-corpus bench bench-explain bench-blackbox bench-tf bench-metrics calibrate-health onnx-corpus lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-corpus: $(STAMP)
 fd-rule: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fd_rule.py
 
+# The readiness corpus as a table: architectures x dtypes, and architectures x injected break causes.
+readiness-corpus: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/readiness_corpus.py
+
 # Benchmarks print ratios (ours / anchor, ours / plain forward+backward); run them on a quiet machine.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_check.py
@@ -49,6 +53,10 @@ bench-tf: $(STAMP)
 
 bench-metrics: $(STAMP)
 	$(BIN)/python bench/bench_metrics.py
+
+# Trains 9 small real models (torchvision, timm) and measures the health-check thresholds (~12 min, 1 core).
+calibrate-health: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/calibrate_health.py
 
 onnx-corpus: $(STAMP)
 	$(BIN)/python bench/onnx_corpus.py

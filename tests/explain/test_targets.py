@@ -71,10 +71,22 @@ def test_dict_output_selected_by_name(x):
     assert_close(attr.values, ref)
 
 
-def test_default_target_is_the_predicted_class(x):
+def test_default_target_is_the_predicted_class():
+    """Each sample's own predicted class, not sample 0's class for the whole batch."""
     model = build(zoo.HealthyCNN)
+    # Plain noise is averaged away by the global pooling (every sample predicts one class); per-image
+    # colour offsets move the prediction. Search a seeded pool for a sample predicted unlike sample 0.
+    rng = np.random.default_rng(0)
+    pool = (rng.standard_normal((32, 3, 32, 32)) + 4 * rng.standard_normal((32, 3, 1, 1))).astype(np.float32)
     with torch.no_grad():
-        pred = model(torch.tensor(x)).argmax(1).numpy()
+        pool_pred = model(torch.tensor(pool)).argmax(1).numpy()
+    other = np.flatnonzero(pool_pred != pool_pred[0])
+    assert other.size, "no sample in the pool is predicted unlike sample 0: the test would prove nothing"
+    x, pred = pool[[0, other[0]]], pool_pred[[0, other[0]]]
+    assert pred[0] != pred[1]
     attr = xr.explain(model, x, "gradcam")
     assert attr.target["chosen"] == "predicted"
-    assert np.atleast_1d(attr.target["k"]).tolist() in (pred.tolist(), [pred[0]])
+    assert attr.target["k"] == pred.tolist()
+    # and the maps are those of each sample's own class
+    given = xr.explain(model, x, "gradcam", Class(pred.tolist()))
+    assert_close(attr.values, given.values)

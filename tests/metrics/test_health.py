@@ -18,6 +18,7 @@ from xaiready.metrics.health import (
     check_model_randomization,
     check_saturation,
     check_target_sensitivity,
+    map_similarity,
     run_health_checks,
 )
 from xaiready.targets import Class
@@ -74,6 +75,22 @@ def test_model_randomization(handle, batch, target, maps, gradcam):
     assert check_model_randomization(handle, x, maps["gradcam"], t, gradcam).status == "pass"
 
 
+def test_map_similarity_defines_constant_maps(rng):
+    """Two constant maps rank alike; a constant and a varying map (an all-zero runner-up CAM) do not."""
+    varying, flat = rng.random((2, 4, 4)), np.zeros((2, 4, 4))
+    assert map_similarity(flat, flat + 1).tolist() == [1.0, 1.0]
+    assert map_similarity(varying, flat).tolist() == [0.0, 0.0]
+    assert np.allclose(map_similarity(varying, 2 * varying), 1.0)
+
+
+def test_one_alike_sample_does_not_condemn_a_batch(handle, batch, target, maps, gradcam):
+    """The batch is judged on its median sample: one sample that happens to rank alike passes."""
+    x, t = batch[0], target
+    one_alike = lambda xs, tt: np.concatenate([maps["gradcam"][:1], random_map(xs, 1)[1:]])  # noqa: E731
+    assert check_target_sensitivity(handle, x, maps["gradcam"], t, one_alike).status == "pass"
+    assert check_target_sensitivity(handle, x[:1], maps["gradcam"][:1], t.take([0]), one_alike).status == "warn"
+
+
 def test_run_health_checks_levels(handle, batch, target):
     import xaiready as xr
 
@@ -105,3 +122,93 @@ def test_explain_records_health_findings_and_off_skips_them():
     flagged = xr.explain(zoo.build("RoundedOutput"), x, "saliency", xr.targets.Class(0), verify=False)
     assert not any("map-values" in w for w in rounded.warnings)
     assert any(w.startswith("map-values") and "all zero" in w for w in flagged.warnings)
+
+
+# ---- a real architecture we did not write, trained: healthy maps pass, broken ones warn --------------------
+class SharedScore(torch.nn.Module):
+    """BROKEN (class-blind): every logit is one shared trained score (log-sum-exp of the real logits)
+    plus a fixed per-class offset, so any class's explained score is the same function of the input."""
+
+    def __init__(self, net, k):
+        super().__init__()
+        self.net = net
+        self.register_buffer("offset", torch.linspace(0, 1, k))
+
+    def forward(self, x):
+        return self.net(x).logsumexp(1, keepdim=True) + self.offset
+
+
+@pytest.fixture(scope="module")
+def digits_resnet():
+    """timm's ``test_resnet`` at random init, trained ~10 s on scikit-learn's digits (8 x 8 upsampled to
+    32 x 32 x 3, 10 classes); the same recipe as bench/calibrate_health.py, which includes it."""
+    import timm
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = F.interpolate(torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16, size=(32, 32),
+                      mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    x = (x - x.mean()) / x.std()
+    y = torch.as_tensor(d.target)
+    perm = torch.as_tensor(np.random.default_rng(0).permutation(len(y)))
+    test, train = perm[:500], perm[500:]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=10)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+        steps = 5 * (len(train) // 64)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+        model.train()
+        for step in range(steps):
+            if step % (len(train) // 64) == 0:
+                order = train[torch.randperm(len(train))]
+            idx = order[(step % (len(train) // 64)) * 64:][:64]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(x[test]).argmax(1) == y[test]).float().mean())
+    assert acc > 0.8, f"held-out accuracy {acc:.3f}: not trained (chance 0.1)"
+    return model, x[test[:8]].numpy()
+
+
+def _statuses(attr):
+    return {f["name"]: f["status"] for f in attr.info["health"]}
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency"])
+def test_trained_real_architecture_passes_and_class_blind_warns(digits_resnet, method):
+    import xaiready as xr
+
+    model, x = digits_resnet
+    healthy = xr.explain(model, x, method, sanity="full")
+    assert _statuses(healthy) == {"map-values": "pass", "saturated-output": "pass", "target-sensitivity": "pass",
+                                  "model-randomization": "pass"}, healthy.warnings
+    assert not healthy.warnings
+    blind = xr.explain(SharedScore(model, 10).eval(), x, method)
+    assert _statuses(blind)["target-sensitivity"] == "warn"
+    assert any(w.startswith("target-sensitivity") for w in blind.warnings)
+
+
+def test_trained_real_architecture_model_blind_warns(digits_resnet):
+    """BROKEN (model-blind): the explainer works on a frozen copy, so randomizing the model's top layers
+    never reaches the map; and an input-only map (an edge detector) in place of a method's map."""
+    import copy
+
+    import xaiready as xr
+    from xaiready.metrics.evaluate import explainer_for
+
+    model, x = digits_resnet
+    handle = as_handle(model)
+    attr = xr.explain(handle, x, "saliency", sanity="off")
+    target = handle.resolve(Class(None), x)
+    frozen = explainer_for(as_handle(copy.deepcopy(model)), "saliency")
+    assert check_model_randomization(handle, x, attr.values, target, frozen).status == "warn"
+    own = explainer_for(handle, "saliency")
+    assert check_model_randomization(handle, x, attr.values, target, own).status == "pass"
+    edges = lambda xs, t: np.abs(np.diff(np.asarray(xs), axis=-1, append=0)).sum(1)  # noqa: E731
+    assert check_model_randomization(handle, x, edges(x, target), target, edges).status == "warn"
+    assert check_target_sensitivity(handle, x, edges(x, target), target, edges).status == "warn"

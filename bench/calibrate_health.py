@@ -28,13 +28,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from corpus.breaks import SharedScore  # noqa: E402  (BROKEN, class-blind: one shared score)
 
 METHODS = ("gradcam", "saliency", "input-x-gradient", "integrated-gradients", "guided-backprop")
 
@@ -183,18 +188,6 @@ def accuracy(model, x, y) -> float:
 
 
 # ---- broken cases ---------------------------------------------------------------------------------------------
-class SharedScore(nn.Module):
-    """BROKEN (class-blind): every logit is the same trained score (log-sum-exp of the real logits)
-    plus a fixed per-class offset, so the ranking of classes is constant and the explained score of
-    any class is one and the same function of the input."""
-
-    def __init__(self, net, k):
-        super().__init__()
-        self.net = net
-        self.register_buffer("offset", torch.linspace(0, 1, k))
-
-    def forward(self, x):
-        return self.net(x).logsumexp(1, keepdim=True) + self.offset
 
 
 def zero_head(model):

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from xaiready.testing.zoo import _DoubleGradient  # identity forward, backward claims twice the gradient
+
 
 class _Wrap(nn.Module):
     def __init__(self, inner: nn.Module):
@@ -57,19 +59,9 @@ class Threshold(_Wrap):
         return (y > 0).to(y.dtype)
 
 
-class _Double(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * 2.0
-
-
 class LyingBackward(_Wrap):
     def forward(self, *a, **k):
-        return _Double.apply(self.inner(*a, **k))
+        return _DoubleGradient.apply(self.inner(*a, **k))
 
 
 class SqrtAtZero(_Wrap):
@@ -102,6 +94,19 @@ class ItemScale(nn.Module):
     def forward(self, x):
         logits = _logits(self.model(x))
         return logits / logits.abs().max().item()
+
+
+class SharedScore(nn.Module):
+    """Class-blind: every logit is one shared score (log-sum-exp of the real logits) plus a fixed
+    per-class offset, so any class's explained score is the same function of the input."""
+
+    def __init__(self, net, k):
+        super().__init__()
+        self.net = net
+        self.register_buffer("offset", torch.linspace(0, 1, k))
+
+    def forward(self, x):
+        return self.net(x).logsumexp(1, keepdim=True) + self.offset
 
 
 def _logits(out):

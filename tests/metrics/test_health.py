@@ -125,17 +125,7 @@ def test_explain_records_health_findings_and_off_skips_them():
 
 
 # ---- a real architecture we did not write, trained: healthy maps pass, broken ones warn --------------------
-class SharedScore(torch.nn.Module):
-    """BROKEN (class-blind): every logit is one shared trained score (log-sum-exp of the real logits)
-    plus a fixed per-class offset, so any class's explained score is the same function of the input."""
-
-    def __init__(self, net, k):
-        super().__init__()
-        self.net = net
-        self.register_buffer("offset", torch.linspace(0, 1, k))
-
-    def forward(self, x):
-        return self.net(x).logsumexp(1, keepdim=True) + self.offset
+from corpus.breaks import SharedScore  # noqa: E402  (BROKEN, class-blind)
 
 
 @pytest.fixture(scope="module")

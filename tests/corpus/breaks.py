@@ -133,16 +133,19 @@ def inject(model: nn.Module, cause: str, x: np.ndarray):
     wrapper, where, verdict, status, expected_cause = CAUSES[cause]
     if where == "root":
         return wrapper(model).eval(), (verdict, status, expected_cause, "(root)")
-    name = _pick(model, x, where)
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, wrapper(getattr(parent, attr)).eval())
+    names = _pick(model, x, where)
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, wrapper(getattr(parent, attr)).eval())
     # The location is the innermost module whose op cut the path: the wrapper's own forward, except
-    # under no_grad, where the wrapped module's ops are the ones that run without gradients.
-    return model, (verdict, status, expected_cause, f"{name}.inner" if cause == "no_grad" else name)
+    # under no_grad, where the wrapped module's ops are the ones that run without gradients. With
+    # several heads (DeiT's class and distillation heads), every one is wrapped and any may be named.
+    located = tuple(f"{n}.inner" if cause == "no_grad" else n for n in names)
+    return model, (verdict, status, expected_cause, located[0] if len(located) == 1 else located)
 
 
-def _pick(model: nn.Module, x: np.ndarray, where: str) -> str:
+def _pick(model: nn.Module, x: np.ndarray, where: str) -> list[str]:
     """A module called once whose output is one float tensor: a mid-network feature stage (4-D or
     token output) or the head (the last module with a 2-D output of the class count)."""
     calls: list[tuple[str, tuple]] = []
@@ -166,8 +169,15 @@ def _pick(model: nn.Module, x: np.ndarray, where: str) -> str:
         for h in handles:
             h.remove()
     once = [(n, s) for n, s in calls if counts[n] == 1]
-    if where == "head":
+    if where == "head":  # the outermost modules producing the logits
         heads = [n for n, s in once if s == tuple(out.shape)]
-        return min(heads, key=lambda n: n.count("."))  # the outermost module producing the logits
-    stages = [n for n, s in once if len(s) >= 3 and n.count(".") <= 2]
-    return stages[len(stages) // 2]
+        depth = min(n.count(".") for n in heads)
+        return [n for n in heads if n.count(".") == depth]
+    stages = [(n, s) for n, s in once if len(s) >= 3]
+    # The shallowest level with a few feature stages: deeper, a wrapped module can sit inside a
+    # residual branch, and the skip connection then carries the gradient around the break.
+    for depth in range(4):
+        level = [n for n, _ in stages if n.count(".") == depth]
+        if len(level) >= 3:
+            return [level[len(level) // 2]]
+    return [stages[len(stages) // 2][0]]

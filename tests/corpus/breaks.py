@@ -31,7 +31,7 @@ class NumpyRoundTrip(_Wrap):
 
     def forward(self, *a, **k):
         y = self.inner(*a, **k)
-        return torch.from_numpy(y.detach().cpu().numpy() * 1.0).to(y.device)
+        return torch.from_numpy(y.detach().float().cpu().numpy() * 1.0).to(y.device, y.dtype)  # NumPy has no bf16
 
 
 class NumpyNoDetach(_Wrap):
@@ -39,7 +39,7 @@ class NumpyNoDetach(_Wrap):
 
     def forward(self, *a, **k):
         y = self.inner(*a, **k)
-        return torch.from_numpy(y.cpu().numpy() * 1.0).to(y.device)
+        return torch.from_numpy(y.float().cpu().numpy() * 1.0).to(y.device, y.dtype)
 
 
 class NoGrad(_Wrap):

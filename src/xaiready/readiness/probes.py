@@ -57,6 +57,7 @@ class FDResult:
     detail: str
     too_small: bool = False  # inconclusive only because float rounding hides the gradient
     one_sided: bool = False  # some direction agreed only through a one-sided difference (a kink)
+    unclean: tuple[int, ...] = ()  # the directions that did not agree through a central difference
 
     @property
     def clean(self) -> bool:
@@ -92,13 +93,14 @@ def gradient_correctness(handle: ModelHandle, x: np.ndarray, target: Target, gra
         # has already converged at two steps and stayed at a point away from any ties: it stands.)
         why = "the gradient is too small for float32 differences" if fd.too_small else f"float32 said: {fd.detail}"
         wide = x.astype(np.float64)
+        fd_unclean = None if fd.too_small else fd.unclean
         try:
             with backend.full_precision("float64"):
                 fd = finite_difference_check(handle, wide, target, handle.vjp(wide, target).input_grad,
-                                             n_random=n_random, seed=seed)
+                                             n_random=n_random, seed=seed, only=fd_unclean)
         except XaiReadyError:  # a forward that insists on its own dtype: keep the float32 finding
             return fd, finding
-        fd.detail += f" (measured on the float64 twin: {why})"
+        fd.detail += f" (re-measured on the float64 twin, {'every direction' if not fd_unclean else 'the unclean directions'}: {why})"
     return fd, finding
 
 
@@ -125,7 +127,7 @@ def _batch_scores(handle: ModelHandle, x: np.ndarray, target: Target) -> np.ndar
 
 def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, grad: np.ndarray,
                             scores: np.ndarray | None = None, *, n_random: int = 2, seed: int = 0,
-                            chunk: int = 16, confirm: bool = True) -> FDResult:
+                            chunk: int = 16, confirm: bool = True, only: tuple[int, ...] | None = None) -> FDResult:
     """Compare autograd directional derivatives with finite differences, per sample (rule above).
 
     Perturbed copies of the samples are scored together in batches. A model whose output for one
@@ -140,9 +142,9 @@ def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, 
     def per_sample(rows, index):
         return _scores(handle, rows, target, index, chunk)
 
-    result = _directional_check(x, grad, s0, per_sample, n_random, seed)
+    result = _directional_check(x, grad, s0, per_sample, n_random, seed, only)
     if result is None:
-        result = _whole_batch_check(handle, x, target, grad, s0, n_random, seed)
+        result = _whole_batch_check(handle, x, target, grad, s0, n_random, seed, only)
     if result.ok or not confirm:
         return result
     # Equal values under a max (a flat image region through max-pooling) make the score smooth along
@@ -152,7 +154,7 @@ def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, 
     nearby = (x + scale * np.random.default_rng(seed + 1).standard_normal(x.shape)).astype(x.dtype)
     grad_nearby = handle.vjp(nearby, target).input_grad
     again = None if grad_nearby is None else finite_difference_check(
-        handle, nearby, target, grad_nearby, n_random=n_random, seed=seed, chunk=chunk, confirm=False)
+        handle, nearby, target, grad_nearby, n_random=n_random, seed=seed, chunk=chunk, confirm=False, only=only)
     if again is not None and again.ok:
         return FDResult(True, False, result.max_rel_error, result.directions,
                         f"inconclusive: {result.detail}; but a point {scale:.1g} away (random) agrees, so the "
@@ -162,18 +164,19 @@ def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, 
     return result
 
 
-def _whole_batch_check(handle, x, target, grad, s0, n_random, seed) -> FDResult:
+def _whole_batch_check(handle, x, target, grad, s0, n_random, seed, only) -> FDResult:
     def whole_batch(rows, _index):  # each row is the whole batch
         return np.array([_batch_scores(handle, r, target).sum() for r in rows])
 
-    result = _directional_check(x[None], grad[None], s0.sum()[None], whole_batch, n_random, seed)
+    result = _directional_check(x[None], grad[None], s0.sum()[None], whole_batch, n_random, seed, only)
     result.detail += ("; the model's output for one sample depends on the other samples of its batch (a "
                       "batch-global scale or batch statistics), so each perturbation was a whole batch")
     return result
 
 
-def _directional_check(x, grad, s0, score_rows, n_random, seed) -> FDResult | None:
-    """The rule of this module on samples ``x`` (None when the samples turn out to be coupled)."""
+def _directional_check(x, grad, s0, score_rows, n_random, seed, only=None) -> FDResult | None:
+    """The rule of this module on samples ``x`` (None when the samples turn out to be coupled);
+    ``only``: re-measure just these of the directions (the float64 twin re-measures the unclean ones)."""
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     flat_g = grad.reshape(n, -1).astype(np.float64)
@@ -184,6 +187,8 @@ def _directional_check(x, grad, s0, score_rows, n_random, seed) -> FDResult | No
         r = rng.standard_normal(flat_g.shape)
         dirs.append(r / np.linalg.norm(r, axis=1, keepdims=True))
     d = np.stack(dirs)  # (D, N, P), unit norm per sample
+    if only:
+        d = d[list(only)]
     ad = np.einsum("dnp,np->dn", d, flat_g)  # autograd directional derivatives
     slope = np.maximum(np.abs(ad), gnorm[None, :] / np.sqrt(size))  # expected |derivative| per direction
     xnorm = np.linalg.norm(x.reshape(n, -1).astype(np.float64), axis=1)
@@ -227,10 +232,12 @@ def _directional_check(x, grad, s0, score_rows, n_random, seed) -> FDResult | No
                                 f"inconclusive: the gradient (norm {gnorm.min():.2g}) is too small for finite "
                                 "differences to measure above the float rounding of the score", too_small=True)
             one_sided = not central_agree.all()
+            unclean = _indices(~central_agree, only)
             return FDResult(True, True, worst, len(d),
                             f"{len(d)} directions x {n} sample(s) agree with finite differences "
                             f"(max relative error {worst:.1e} above float rounding, tolerance {RTOL:g}"
-                            f"{'; some only one-sided, at a kink' if one_sided else ''})", one_sided=one_sided)
+                            f"{'; some only one-sided, at a kink' if one_sided else ''})", one_sided=one_sided,
+                            unclean=unclean)
     # Which disagreeing directions have a converged central difference at a smooth point?
     converged = np.zeros_like(agree)
     for a in range(len(centrals)):
@@ -242,16 +249,23 @@ def _directional_check(x, grad, s0, score_rows, n_random, seed) -> FDResult | No
     i = np.unravel_index(np.argmax(lies) if lies.any() else np.argmax(~agree), agree.shape)
     fd = centrals[0][i]
     rel = abs(fd - ad[i]) / max(abs(fd), abs(ad[i]), 1e-12)
-    where = f"direction {i[0]} ({'gradient' if i[0] == 0 else 'random'}) of sample {i[1]}"
+    k = only[i[0]] if only else i[0]  # numbered as in the full set of directions
+    where = f"direction {k} ({'gradient' if k == 0 else 'random'}) of sample {i[1]}"
     if lies.any():
-        return FDResult(False, True, float(rel), len(d),
+        return FDResult(False, True, float(rel), len(d), unclean=_indices(~agree, only), detail=
                         f"finite differences disagree with autograd along {where}: autograd says {ad[i]:.4g}, "
                         f"finite differences say {fd:.4g} ({rel:.0%} off) at two step sizes that agree with "
                         "each other, where the score is smooth")
-    return FDResult(True, False, float(rel), len(d),
+    return FDResult(True, False, float(rel), len(d), unclean=_indices(~agree, only), detail=
                     f"inconclusive along {where}: finite differences vary with the step size or between the "
                     f"two sides (float rounding, kinks or ties; autograd {ad[i]:.4g}, finite differences "
                     f"{fd:.4g})")
+
+
+def _indices(bad: np.ndarray, only) -> tuple[int, ...]:
+    """Directions (rows of a (D, N) mask) with any bad sample, numbered as in the full set."""
+    rows = [int(i) for i in np.flatnonzero(bad.any(axis=1))]
+    return tuple(only[i] for i in rows) if only else tuple(rows)
 
 
 def _close(a: np.ndarray, b: np.ndarray, atol: np.ndarray, rtol: float = RTOL) -> np.ndarray:

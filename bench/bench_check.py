@@ -70,7 +70,7 @@ def _profile(handle, x, model):
         from xaiready.readiness.probes import finite_difference_check
 
         t = time.perf_counter()
-        finite_difference_check(handle, x, target, res.input_grad, res.scores, n_random=1)
+        finite_difference_check(handle, x, target, res.input_grad, n_random=1)
         fd = time.perf_counter() - t
     print(f"phases: forward {fwd * 1000:.0f} ms, vjp with {len(layers)} layers captured {vjp_layers * 1000:.0f} ms, "
           f"finite differences (4 forwards, one batch) {fd * 1000:.0f} ms")

@@ -108,7 +108,7 @@ def _gradient_ok(handle: ModelHandle, x: np.ndarray) -> str:
             why = ("; its output does not change with the input, so the model itself (e.g. a zero-initialised "
                    "head) has no gradient to give" if np.array_equal(other, out) else "")
             raise _Rejected(f"the converted model's input gradient is exactly zero{why}")
-        fd = finite_difference_check(handle, x, target, grad, res.scores, n_random=1)
+        fd = finite_difference_check(handle, x, target, grad, n_random=1)
     if not fd.ok:
         raise _Rejected(f"the converted model's gradient is incorrect: {fd.detail}")
     return "input gradients " + ("agree with finite differences" if fd.conclusive else

@@ -22,8 +22,10 @@ Correctness is a directional finite-difference check, the decision rule being:
   disagreement that stays is a failure.
 * Samples that are coupled within a batch (a batch-global scale) are measured a whole batch at a time.
 
-Half-precision models are measured in float32 on the same weights (see ``Backend.full_precision``),
-because their finite differences are rounding noise.
+``gradient_correctness`` runs the rule as ``check`` does: half-precision models are measured on a
+float32 twin of the same weights (their finite differences are rounding noise), and a float32 result
+that is not a clean pass is re-measured on the float64 twin along the directions it left unclean
+(see ``Backend.full_precision``).
 """
 
 from __future__ import annotations
@@ -67,9 +69,8 @@ class FDResult:
 
 def gradient_correctness(handle: ModelHandle, x: np.ndarray, target: Target, grad: np.ndarray, *,
                          n_random: int = 2, seed: int = 0) -> tuple[FDResult, CheckResult | None]:
-    """The finite-difference check as ``check`` runs it, and a ``gradient-precision`` finding for
-    half-precision models. Those are measured on their float32 twin, and a gradient too small for
-    float32 differences on the float64 twin (the same weights; see ``full_precision``)."""
+    """The finite-difference check as ``check`` runs it (module docstring), and a ``gradient-precision``
+    finding for half-precision models."""
     backend = handle.backend
     precision, finding = getattr(backend, "precision", "float32"), None
     if precision in LOW_PRECISION:
@@ -126,15 +127,15 @@ def _batch_scores(handle: ModelHandle, x: np.ndarray, target: Target) -> np.ndar
 
 
 def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, grad: np.ndarray,
-                            scores: np.ndarray | None = None, *, n_random: int = 2, seed: int = 0,
-                            chunk: int = 16, confirm: bool = True, only: tuple[int, ...] | None = None) -> FDResult:
+                            *, n_random: int = 2, seed: int = 0, chunk: int = 16, confirm: bool = True,
+                            only: tuple[int, ...] | None = None) -> FDResult:
     """Compare autograd directional derivatives with finite differences, per sample (rule above).
 
     Perturbed copies of the samples are scored together in batches. A model whose output for one
     sample depends on the rest of its batch (a batch-global scale, batch statistics) is detected, since
     the unperturbed samples then score differently inside such a batch, and is measured instead one
-    whole batch per forward, against the gradient of the batch's summed score. ``scores`` is accepted
-    for compatibility; the unperturbed scores are re-measured with the same forward as the perturbed.
+    whole batch per forward, against the gradient of the batch's summed score. The unperturbed scores
+    are measured with the same forward as the perturbed ones, so one-sided differences compare alike.
     """
     n = x.shape[0]
     s0 = _scores(handle, x, target, np.arange(n), chunk)
@@ -252,7 +253,7 @@ def _directional_check(x, grad, s0, score_rows, n_random, seed, only=None) -> FD
     k = only[i[0]] if only else i[0]  # numbered as in the full set of directions
     where = f"direction {k} ({'gradient' if k == 0 else 'random'}) of sample {i[1]}"
     if lies.any():
-        return FDResult(False, True, float(rel), len(d), unclean=_indices(~agree, only), detail=
+        return FDResult(False, True, float(rel), len(d), detail=
                         f"finite differences disagree with autograd along {where}: autograd says {ad[i]:.4g}, "
                         f"finite differences say {fd:.4g} ({rel:.0%} off) at two step sizes that agree with "
                         "each other, where the score is smooth")

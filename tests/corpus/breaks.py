@@ -72,27 +72,19 @@ class SqrtAtZero(_Wrap):
         return y + torch.sqrt((y * 0).sum(-1, keepdim=True))
 
 
-class ItemScore(nn.Module):
+class ItemScore(_Wrap):
     """The whole model's scores rebuilt from Python floats."""
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
     def forward(self, x):
-        logits = _logits(self.model(x))
+        logits = _logits(self.inner(x))
         return torch.tensor([[v.item() for v in row] for row in logits], dtype=logits.dtype)
 
 
-class ItemScale(nn.Module):
+class ItemScale(_Wrap):
     """A "temperature" taken through ``.item()``: the gradient ignores the scale's dependence on x."""
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
     def forward(self, x):
-        logits = _logits(self.model(x))
+        logits = _logits(self.inner(x))
         return logits / logits.abs().max().item()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -23,11 +23,12 @@ import tensorflow as tf
 
 from ..errors import InputError, UsageError
 from ..targets import Target
+from . import tensorflow_trace
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
+from .keras_graph import layer_children, safe_gradient, walk_layers, wrapped_calls
 
 _TF_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError, TypeError,
               IndexError)
-_MISSING = object()
 
 
 class TensorFlowBackend:
@@ -240,9 +241,7 @@ class TensorFlowBackend:
         """Compiled graphs: run a copy of the graph whose Relu ops carry the rule (see formats.tf_graph)."""
         overridden = getattr(self.splits, "overridden", None)
         if overridden is None:
-            from .tensorflow_trace import count_graph_ops
-
-            stats.not_overridable.update(count_graph_ops(self.graph_def, _GRAPH_ACTIVATIONS))
+            stats.not_overridable.update(tensorflow_trace.count_graph_ops(self.graph_def, _GRAPH_ACTIVATIONS))
             stats.note = ("the model runs as a compiled TensorFlow graph that could not be re-imported, so no "
                           "ReLU can be overridden; gradients stay plain")
             yield stats
@@ -263,8 +262,6 @@ class TensorFlowBackend:
             self._override_fn = previous
 
     def locate_break(self, x: np.ndarray, target: Target, status: str) -> BreakFinding | None:
-        from . import tensorflow_trace
-
         if self.kind != "keras":
             return tensorflow_trace.locate_in_graph(self, status)
         return tensorflow_trace.locate_in_keras(self, x, target, status)
@@ -313,7 +310,7 @@ class TensorFlowBackend:
 
     def _randomizable_layers(self) -> list[str]:
         """Leaf layers that own trainable weights, in definition order."""
-        return [n for n, layer in walk_layers(self.model) if not _children(layer) and layer.trainable_weights]
+        return [n for n, layer in walk_layers(self.model) if not layer_children(layer) and layer.trainable_weights]
 
     @contextmanager
     def _randomized(self, layers: Sequence[str], seed: int = 0):
@@ -343,18 +340,6 @@ class TensorFlowBackend:
                 v.assign(old)
 
 
-_GRADIENT_ERRORS = (tf.errors.OpError, LookupError, ValueError, TypeError)
-
-
-def safe_gradient(tape, root, sources, seed=None) -> list:
-    """``tape.gradient``, where a backward that cannot run (an op without a gradient, a py_function whose
-    gradient has the wrong shape) counts as no gradient at all rather than a crash."""
-    try:
-        return list(tape.gradient(root, sources, output_gradients=seed))
-    except _GRADIENT_ERRORS:
-        return [None] * len(sources)
-
-
 def no_gradient_error(exc: BaseException) -> bool:
     """Whether ``exc`` is TensorFlow's "No gradient defined for operation ..." (gradients_util)."""
     return isinstance(exc, LookupError) and "No gradient defined for operation" in str(exc)
@@ -375,34 +360,6 @@ def _require_known(names: Sequence[str], known: Sequence[str], none_reason: str)
 
 
 # ---- Keras layers: listing and capture ----------------------------------------------------------------------
-def _children(layer, with_ops: bool = False) -> list:
-    if with_ops and hasattr(layer, "operations") and hasattr(layer, "_run_through_graph"):
-        return list(layer.operations)  # functional graph: layers and keras.ops nodes, in run order
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is not None:
-        try:
-            return list(flatten(include_self=False, recursive=False))
-        except TypeError:
-            pass
-    return list(getattr(layer, "layers", []) or [])
-
-
-def walk_layers(model, prefix: str = "", with_ops: bool = False, _seen=None) -> Iterator[tuple[str, object]]:
-    """(path name, layer) for every layer under ``model``, depth first; nested models as "outer/inner".
-
-    ``with_ops`` adds the ``keras.ops`` nodes of functional graphs (e.g. ``stop_gradient``), which are
-    operations, not layers, but run between them.
-    """
-    seen = set() if _seen is None else _seen
-    for child in _children(model, with_ops):
-        if id(child) in seen or type(child).__name__ == "InputLayer":
-            continue
-        seen.add(id(child))
-        name = prefix + str(getattr(child, "name", type(child).__name__))
-        yield name, child
-        yield from walk_layers(child, name + "/", with_ops, seen)
-
-
 class _Captured:
     def __init__(self):
         self._acts: dict[str, object] = {}
@@ -419,31 +376,6 @@ class _Captured:
 
     def calls(self):
         return dict(self._calls)
-
-
-@contextmanager
-def wrapped_calls(layers: dict[int, tuple[object, list[str]]], on_call: Callable):
-    """Wrap ``call`` of each layer (instance attribute only) with ``on_call(names, layer, args, kwargs,
-    original)``; the class and any previous instance attribute are restored on exit."""
-    patched = []
-    try:
-        for layer, names in layers.values():
-            previous = vars(layer).get("call", _MISSING)
-            original = layer.call
-
-            def call(*args, __orig=original, __names=names, __layer=layer, **kwargs):
-                return on_call(__names, __layer, args, kwargs, __orig)
-
-            object.__setattr__(layer, "call", call)
-            patched.append((layer, previous))
-        yield
-    finally:
-        for layer, previous in reversed(patched):
-            if previous is _MISSING:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", previous)
-        patched.clear()
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from ..targets import Target
 from .base import BreakFinding
-from .tensorflow import safe_gradient, walk_layers, wrapped_calls
+from .keras_graph import safe_gradient, walk_layers, wrapped_calls
 
 ROOT = "(root)"
 _DETACH = {"StopGradient", "PreventGradient"}

@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     import xaiready as xr
     from xaiready.api import as_handle
     from xaiready.backends.onnxruntime import OnnxRuntimeBackend
-    from xaiready.explain.blackbox import Occlusion, Rise
+    from xaiready.methods.blackbox import Occlusion, Rise
     from xaiready.model import ModelHandle, Source
     from xaiready.targets import Class
 

@@ -59,10 +59,10 @@ def floors(handle, x, target, explainer, chunk, repeats):
 
 def health_measurements(n=32):
     """The numbers behind metrics.health's thresholds, measured on the benchmark CNN."""
+    from xaiready.api import explainer_for
     from xaiready.benchmark.models import CAM_LAYER, handle_for, test_batch, train
     from xaiready.metrics._engine import spatial
     from xaiready.metrics.baselines import random_map
-    from xaiready.metrics.evaluate import explainer_for
     from xaiready.metrics.health import RANDOMIZED_LAYERS, SATURATION, _other_class
     from xaiready.metrics.similarity import spearman
     from xaiready.targets import Class
@@ -93,8 +93,8 @@ def health_measurements(n=32):
 
 
 def bench_model(model_name, args, table):
+    from xaiready.api import explainer_for
     from xaiready.metrics import METRICS, Settings
-    from xaiready.metrics.evaluate import explainer_for
     from xaiready.targets import Class
 
     model, handle, x, y = setup(model_name)

@@ -229,14 +229,14 @@ def similarities(handle, x, explain, *, rand_handle=None, do_cls=True, do_rnd=Tr
     """Per sample: Spearman(map for top class, map for runner-up), Spearman(map, map after randomizing
     the top RANDOMIZED_LAYERS of ``rand_handle`` (default: the explained model))."""
     from xaiready.metrics._engine import spatial
-    from xaiready.metrics.health import RANDOMIZED_LAYERS, _other_class, map_similarity
-    from xaiready.targets import Class
+    from xaiready.metrics.health import RANDOMIZED_LAYERS, map_similarity
+    from xaiready.targets import Class, runner_up
 
     target = handle.resolve(Class(None), x)
     a = spatial(explain(x, target), x, 1)
     cls = rnd = np.array([])
     if do_cls:
-        cls = map_similarity(a, spatial(explain(x, _other_class(handle, x, target)), x, 1))
+        cls = map_similarity(a, spatial(explain(x, runner_up(target, handle.forward(x))), x, 1))
     if do_rnd:
         backend = (rand_handle or handle).backend
         layers = list(reversed(backend.randomizable_layers()))[:RANDOMIZED_LAYERS]
@@ -247,8 +247,8 @@ def similarities(handle, x, explain, *, rand_handle=None, do_cls=True, do_rnd=Tr
 
 def measure_healthy(name, model, x, methods, rows):
     """Per method: the two similarities of the trained model's own maps on ``x``."""
+    from xaiready.api import explainer_for
     from xaiready.errors import CapabilityError
-    from xaiready.metrics.evaluate import explainer_for
 
     handle = _handle(model)
     done = []
@@ -279,8 +279,8 @@ def _cam_layer(handle, x) -> str:
 
 def measure_broken(name, model, x, methods, rows):
     """The broken cases built from the trained ``model`` (values are exact, 1 or NaN: few inputs do)."""
+    from xaiready.api import explainer_for
     from xaiready.errors import CapabilityError
-    from xaiready.metrics.evaluate import explainer_for
     from xaiready.targets import Class, Custom
 
     handle = _handle(model)
@@ -331,7 +331,7 @@ def measure_broken(name, model, x, methods, rows):
 def untrained(spec: Spec, k: int, x, rows, methods):
     """Not counted as broken: the same architecture at random init (it tells nothing, but neither
     check is about that); printed to show where such maps fall."""
-    from xaiready.metrics.evaluate import explainer_for
+    from xaiready.api import explainer_for
 
     torch.manual_seed(1)
     model = spec.build(k).eval()
@@ -388,7 +388,17 @@ def _batch_flag(v, thr):
 
 
 def report(rows, methods):
-    from xaiready.metrics.health import randomization_threshold, target_threshold
+    from xaiready.methods import load_methods
+    from xaiready.metrics import health
+
+    def family(m):
+        return load_methods().get(m).family
+
+    def target_threshold(m):
+        return health.target_threshold(family(m))
+
+    def randomization_threshold(m):
+        return health.randomization_threshold(family(m))
 
     print("\n## healthy trained models: similarity median / p95 / max over all inputs (NaN: undefined)")
     print("| method | class thr | class sim | class NaN | rand thr | rand sim | rand NaN |")

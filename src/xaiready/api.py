@@ -86,16 +86,65 @@ def explain(model: Any, x: Any, method: str = "gradcam", target: Target | None =
     output of a multi-output model; ``verify=False`` skips the (cached) capability check;
     ``sanity`` ("cheap", "full" or "off") sets the health checks recorded in ``info["health"]``.
     """
-    from .explain import load_methods
-    from .metrics.health import with_health
+    from .methods import load_methods
 
     handle = as_handle(model, output=options.pop("output", None))
     sanity = options.pop("sanity", "cheap")
     cls = load_methods().get(method)
     if cls.family == "black_box":
         options.pop("verify", None)  # forward-only methods have no capability to verify
-    attr = cls()(handle, x, target, layer=layer, **options)
+    contrast = options.pop("contrast", sanity == "cheap")  # the runner-up map for the class check
+    attr = cls()(handle, x, target, layer=layer, contrast=contrast, **options)
     return with_health(handle, x, attr, target, sanity, options)
+
+
+def explainer_for(handle: ModelHandle, method: str, *, layer: str | None = None, **options: Any):
+    """``(x, target) -> values`` for a registered method or a baseline (``random``, ``center``): what
+    metrics and the health checks call to re-explain."""
+    from .methods import load_methods
+    from .metrics.baselines import BASELINES, baseline_explainer
+    from .targets import pinned
+
+    if method in BASELINES:
+        return baseline_explainer(method, handle.channel_axis)
+    instance = load_methods().get(method)()
+    if layer is not None:
+        options = {**options, "layer": layer}
+
+    def explain(xs: np.ndarray, target) -> np.ndarray:
+        return np.asarray(instance(handle, xs, pinned(target), **options).values)
+
+    return explain
+
+
+def with_health(handle: ModelHandle, x: Any, attribution, target: Target | None = None, level: str = "cheap",
+                options: dict | None = None):
+    """The attribution with its health findings in ``info["health"]`` and warnings appended; the
+    seconds they took are ``info["health_seconds"]``.
+
+    Runs after the method (never inside one: the checks may re-explain). At ``cheap`` the class check
+    reads the runner-up map the method computed in its own passes where it could; ``full`` and methods
+    that could not re-explain with ``options``. ``level="off"`` returns the attribution unchanged.
+    """
+    import dataclasses
+    import time
+
+    from .metrics.evaluate import default_target
+    from .metrics.health import run_health_checks
+
+    if level == "off":
+        return attribution
+    start = time.perf_counter()
+    x = handle.as_input(x)
+    target = default_target(handle, x, target, output=getattr(attribution, "output", None))
+    explainer = None
+    if level == "full" or getattr(attribution, "contrast", None) is None:
+        explainer = explainer_for(handle, attribution.method, layer=attribution.layer, **(options or {}))
+    found = run_health_checks(handle, x, attribution, target, level=level, explainer=explainer)
+    warnings = tuple(f"{f.name}: {f.detail}" for f in found if f.status == "warn")
+    info = {**attribution.info, "health": [dataclasses.asdict(f) for f in found],
+            "health_seconds": round(time.perf_counter() - start, 6)}
+    return dataclasses.replace(attribution, warnings=attribution.warnings + warnings, info=info)
 
 
 def evaluate(model: Any, x: Any, attribution: Any, metrics: Sequence[str] = ("deletion", "insertion"),
@@ -107,7 +156,6 @@ def evaluate(model: Any, x: Any, attribution: Any, metrics: Sequence[str] = ("de
     attribution's own method and layer, with ``options``); localization metrics need ``mask`` (N, H, W).
     """
     from .metrics.evaluate import evaluate as _evaluate
-    from .metrics.evaluate import explainer_for
 
     handle = as_handle(model, output=options.pop("output", None))
     x = handle.as_input(x)

@@ -67,7 +67,11 @@ class ModelHandle:
         return self.backend.forward(x)
 
     def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
-            input_grad: bool = True) -> GradResult:
+            input_grad: bool = True, contrast: bool = False) -> GradResult:
+        """The backend's vjp; ``contrast`` asks for the runner-up class too where the backend can give
+        it from the same forward (``GradResult.contrast`` stays None where it cannot)."""
+        if contrast and getattr(self.backend, "supports_contrast", False):
+            return self.backend.vjp(x, target, layers=layers, input_grad=input_grad, contrast=True)
         return self.backend.vjp(x, target, layers=layers, input_grad=input_grad)
 
     def layers(self) -> LayerAccess:

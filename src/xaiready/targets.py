@@ -256,6 +256,29 @@ class Custom(Target):
         return {"type": "custom", "name": self.name}
 
 
+def pinned(target: Target) -> Target:
+    """The resolved choices made explicit, so a method re-resolving on a perturbed input keeps them
+    (the class predicted on the clean input, not on each noisy copy)."""
+    if isinstance(target, Class) and target.resolved:
+        return Class(np.asarray(target._k).tolist(), score=target.score)
+    if isinstance(target, SegmentationRegion) and target.resolved:
+        return SegmentationRegion(target._k, target._mask)
+    return target
+
+
+def runner_up(target: Target, output) -> Class | None:
+    """The class each sample ranks next to the explained one (the top class, where another class is
+    explained), resolved on ``output``; None for a target or output that has no other class."""
+    if not isinstance(target, Class) or not target.resolved:
+        return None
+    out = np.asarray(output)
+    if out.ndim != 2 or out.shape[1] < 2:
+        return None
+    order = np.argsort(-out, axis=1)
+    other = np.where(order[:, 0] == target._k, order[:, 1], order[:, 0])
+    return Class(other.tolist(), score=target.score).resolve(out)
+
+
 def _check_batch(resolved: int, given: int) -> None:
     if resolved != given:
         raise ValueError(f"target was resolved for {resolved} samples but the output has {given}; "

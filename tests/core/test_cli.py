@@ -105,3 +105,17 @@ def test_public_api_is_locked():
     assert len(set(xaiready.__all__)) == len(xaiready.__all__)
     for name in xaiready.__all__:
         assert getattr(xaiready, name) is not None
+
+
+def test_explain_is_the_function_even_after_the_methods_load():
+    """``xr.explain`` is the API function with its real signature, whatever was imported before."""
+    import inspect
+    import types
+
+    import xaiready as xr
+    from xaiready.methods import load_methods
+
+    load_methods()
+    assert isinstance(xr.explain, types.FunctionType)
+    assert list(inspect.signature(xr.explain).parameters)[:5] == ["model", "x", "method", "target", "layer"]
+    assert "Explain ``target``" in (xr.explain.__doc__ or "")

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import xaiready as xr
-from xaiready.explain.gradient import path_points
+from xaiready.methods.gradient import path_points
 from xaiready.targets import Class, Regression
 
 
@@ -121,7 +121,7 @@ def test_all_zero_cam_is_reported_before_normalization(rng):
 
 
 def test_blur_and_uniform_baselines(rng):
-    from xaiready.explain.gradient import gaussian_blur, make_baseline
+    from xaiready.methods.gradient import gaussian_blur, make_baseline
 
     ndimage = pytest.importorskip("scipy.ndimage")
     x = rng.standard_normal((2, 3, 12, 9)).astype(np.float32)

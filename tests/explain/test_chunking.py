@@ -7,7 +7,7 @@ import pytest
 import torch.nn as nn
 
 import xaiready as xr
-from xaiready.explain._chunking import MIN_ROWS, auto_batch_size
+from xaiready.methods._chunking import MIN_ROWS, auto_batch_size
 from xaiready.targets import Class, Regression
 from xaiready.testing import zoo
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from xaiready.commands import explain as explain_cmd
 from xaiready.errors import CapabilityError, XaiReadyError
-from xaiready.explain.base import Attribution
+from xaiready.methods.base import Attribution
 from xaiready.render.heatmap import caption, render
 from xaiready.testing import zoo
 
@@ -60,7 +60,7 @@ def test_refusal_is_one_line_with_exit_6(tmp_path):
 
 
 def test_fallback_needs_a_registered_occlusion(tmp_path):
-    from xaiready.explain import load_methods
+    from xaiready.methods import load_methods
 
     path = tmp_path / "Detach.pt"
     torch.save(zoo.build("DetachBetweenBlocks").state_dict(), path)

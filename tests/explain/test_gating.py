@@ -6,8 +6,8 @@ import torch
 import xaiready as xr
 from xaiready.api import as_handle
 from xaiready.errors import CapabilityError
-from xaiready.explain import _gating, load_methods
-from xaiready.explain.base import Method
+from xaiready.methods import _gating, load_methods
+from xaiready.methods.base import Method
 from xaiready.targets import Class
 from xaiready.testing import zoo
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import xaiready as xr
 from xaiready.api import as_handle
 from xaiready.errors import UsageError
-from xaiready.explain import load_methods
+from xaiready.methods import load_methods
 from xaiready.targets import Class, Custom
 from xaiready.testing import zoo
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from xaiready.api import explainer_for
 from xaiready.benchmark.models import CAM_LAYER, handle_for, test_batch, train
-from xaiready.metrics.evaluate import explainer_for
 from xaiready.targets import Class
 
 

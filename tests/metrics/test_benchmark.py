@@ -96,8 +96,9 @@ def test_api_evaluate(handle, batch, target):
 
 @pytest.mark.parametrize("task", ["segmentation", "regression"])
 def test_variants_run_metrics(task):
+    from xaiready.api import explainer_for
     from xaiready.benchmark.models import handle_for, train
-    from xaiready.metrics.evaluate import evaluate, explainer_for
+    from xaiready.metrics.evaluate import evaluate
     from xaiready.targets import Regression, SegmentationRegion
 
     trained = train(task, n_train=128, epochs=1)  # tiny: shapes and plumbing; quality is the slow test's job

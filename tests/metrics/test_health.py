@@ -10,7 +10,7 @@ import torch
 
 from xaiready.api import as_handle
 from xaiready.benchmark.models import CAM_LAYER
-from xaiready.explain.base import Attribution
+from xaiready.methods.base import Attribution
 from xaiready.metrics.baselines import random_map
 from xaiready.metrics.health import (
     check_guided_override,
@@ -96,9 +96,14 @@ def test_run_health_checks_levels(handle, batch, target):
 
     x = batch[0][:4]
     attr = xr.explain(handle, x, "gradcam", target=Class(target._k[:4].tolist()), layer=CAM_LAYER)
+    from xaiready.api import explainer_for
+
+    assert attr.contrast is not None  # the runner-up map came from the explanation's own pass
     cheap = {r.name: r.status for r in run_health_checks(handle, x, attr, target.take(np.arange(4)))}
     assert cheap == {"map-values": "pass", "saturated-output": "pass", "target-sensitivity": "pass"}
-    full = {r.name: r.status for r in run_health_checks(handle, x, attr, target.take(np.arange(4)), level="full")}
+    again = explainer_for(handle, "gradcam", layer=CAM_LAYER)
+    full = {r.name: r.status for r in run_health_checks(handle, x, attr, target.take(np.arange(4)), level="full",
+                                                        explainer=again)}
     assert full["model-randomization"] == "pass"
     dead = replace(attr, values=np.zeros_like(attr.values), raw=np.zeros_like(attr.values))
     found = run_health_checks(handle, x, dead, target.take(np.arange(4)))
@@ -179,8 +184,37 @@ def test_trained_real_architecture_passes_and_class_blind_warns(digits_resnet, m
                                   "model-randomization": "pass"}, healthy.warnings
     assert not healthy.warnings
     blind = xr.explain(SharedScore(model, 10).eval(), x, method)
+    assert blind.contrast is not None  # read from the explanation's own passes, not re-explained
     assert _statuses(blind)["target-sensitivity"] == "warn"
     assert any(w.startswith("target-sensitivity") for w in blind.warnings)
+
+
+@pytest.mark.parametrize("method,options", [("integrated-gradients", {"n_steps": 8}),
+                                            ("smoothgrad", {"n_samples": 4})])
+def test_multi_pass_methods_check_the_class_on_the_input_gradient(digits_resnet, method, options):
+    import xaiready as xr
+
+    model, x = digits_resnet
+    healthy = xr.explain(model, x, method, **options)
+    assert healthy.contrast.measured_on == "input gradient at x"
+    assert _statuses(healthy)["target-sensitivity"] == "pass"
+    blind = xr.explain(SharedScore(model, 10).eval(), x, method, **options)
+    assert _statuses(blind)["target-sensitivity"] == "warn"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "saliency", "input-x-gradient", "guided-backprop"])
+def test_contrast_is_the_runner_up_map_the_method_gives(digits_resnet, method):
+    """The runner-up map taken from the explanation's own forward equals explaining the runner-up class."""
+    import xaiready as xr
+    from xaiready.targets import runner_up
+
+    model, x = digits_resnet
+    attr = xr.explain(model, x, method, sanity="off", contrast=True)
+    handle = as_handle(model)
+    other = runner_up(handle.resolve(Class(None), x), handle.forward(x))
+    again = xr.explain(model, x, method, Class(other._k.tolist()), sanity="off")
+    assert attr.contrast.target["k"] == other.describe()["k"]
+    np.testing.assert_allclose(attr.contrast.other, again.values, rtol=1e-5, atol=1e-6)
 
 
 def test_trained_real_architecture_model_blind_warns(digits_resnet):
@@ -189,7 +223,7 @@ def test_trained_real_architecture_model_blind_warns(digits_resnet):
     import copy
 
     import xaiready as xr
-    from xaiready.metrics.evaluate import explainer_for
+    from xaiready.api import explainer_for
 
     model, x = digits_resnet
     handle = as_handle(model)

@@ -8,8 +8,8 @@ from onnx_helpers import random_input, small_net
 import xaiready as xr
 from xaiready.api import as_handle
 from xaiready.errors import UsageError
-from xaiready.explain.base import METHODS
-from xaiready.explain.blackbox import KernelShap, Occlusion, Rise, RiseMasks, coalitions
+from xaiready.methods.base import METHODS
+from xaiready.methods.blackbox import KernelShap, Occlusion, Rise, RiseMasks, coalitions
 from xaiready.targets import Class, Regression
 
 

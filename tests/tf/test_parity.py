@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 import xaiready as xr  # noqa: E402
 from xaiready.api import as_handle  # noqa: E402
-from xaiready.explain import load_methods  # noqa: E402
+from xaiready.methods import load_methods  # noqa: E402
 
 METHODS = load_methods()
 LOGIT_TOL = 1e-4

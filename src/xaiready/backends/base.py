@@ -34,6 +34,7 @@ class GradResult:
     calls: dict[str, int] = field(default_factory=dict)
     target: Target | None = None  # the target as resolved on this pass's output
     grad_mode_error: str | None = None  # the forward ran without gradients but raised with them
+    contrast: GradResult | None = None  # vjp(contrast=True): the runner-up class, from the same forward
 
 
 @dataclass
@@ -86,7 +87,10 @@ class Backend(Protocol):
 
     def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
             input_grad: bool = True) -> GradResult:
-        """Gradient of the (resolved) target's summed scores w.r.t. the input and/or layers."""
+        """Gradient of the (resolved) target's summed scores w.r.t. the input and/or layers.
+
+        A backend with ``supports_contrast = True`` also takes ``contrast=True``: the runner-up class's
+        gradients (``targets.runner_up``) from the same forward, in ``GradResult.contrast``."""
 
     def layers(self) -> LayerAccess:
         """Layers whose activation and gradient can be captured, in definition order."""

@@ -15,7 +15,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InputError, UsageError, first_line
-from ..targets import Target
+from ..targets import Target, runner_up
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
 
 # Activations that ReLU-style gradient rules cannot be applied to; counted, never silently ignored.
@@ -28,6 +28,7 @@ _RELU_NAMES = {"relu", "relu_"}
 class TorchBackend:
     framework = "torch"
     layout = "NCHW"
+    supports_contrast = True  # vjp(contrast=True): the runner-up class's gradients from the same forward
 
     def __init__(self, module: torch.nn.Module, *, output: str | int | None = None,
                  kind: str = "eager"):
@@ -135,7 +136,7 @@ class TorchBackend:
             return self.to_numpy(self._run(self.to_tensor(x)))
 
     def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
-            input_grad: bool = True) -> GradResult:
+            input_grad: bool = True, contrast: bool = False) -> GradResult:
         with self.session(), torch.enable_grad(), _capture(self.module, layers) as captured:
             xt = self.to_tensor(x, requires_grad=input_grad)
             try:
@@ -157,21 +158,36 @@ class TorchBackend:
             wrt = ([xt] if input_grad else []) + list(acts.values())
             in_graph = bool(root.requires_grad)
             live = [i for i, t in enumerate(wrt) if t.requires_grad] if in_graph else []
-            grads = [None] * len(wrt)
-            if live:
-                found = torch.autograd.grad(root, [wrt[i] for i in live], grad_outputs=seed, allow_unused=True)
-                for i, g in zip(live, found, strict=True):
-                    grads[i] = g
-            result = GradResult(output=out_np, scores=scores_np, input_grad=None, score_in_graph=in_graph,
-                                calls=captured.calls(), target=target)
-            if input_grad:
-                g = grads[0]
-                result.input_grad = None if g is None else self.to_numpy(g)
-                grads = grads[1:]
-            for (name, act), g in zip(acts.items(), grads, strict=True):
-                result.activations[name] = self.to_numpy(act)
-                result.layer_grads[name] = None if g is None else self.to_numpy(g)
+            other = runner_up(target, out_np) if contrast and seed is not None and live else None
+
+            def backward(seed, retain=False):
+                grads = [None] * len(wrt)
+                if live:
+                    found = torch.autograd.grad(root, [wrt[i] for i in live], grad_outputs=seed, allow_unused=True,
+                                                retain_graph=retain)
+                    for i, g in zip(live, found, strict=True):
+                        grads[i] = g
+                return grads
+
+            result = self._result(out_np, scores_np, in_graph, captured.calls(), target, acts,
+                                  backward(seed, retain=other is not None), input_grad)
+            if other is not None:  # the runner-up class from the same forward: one more backward only
+                other_seed = torch.as_tensor(other.seed(out_np), dtype=out.dtype, device=out.device)
+                result.contrast = self._result(out_np, other.scores(out_np), in_graph, result.calls, other, acts,
+                                               backward(other_seed), input_grad)
             return result
+
+    def _result(self, out_np, scores_np, in_graph, calls, target, acts, grads, input_grad) -> GradResult:
+        result = GradResult(output=out_np, scores=scores_np, input_grad=None, score_in_graph=in_graph,
+                            calls=calls, target=target)
+        if input_grad:
+            g = grads[0]
+            result.input_grad = None if g is None else self.to_numpy(g)
+            grads = grads[1:]
+        for (name, act), g in zip(acts.items(), grads, strict=True):
+            result.activations[name] = self.to_numpy(act)
+            result.layer_grads[name] = None if g is None else self.to_numpy(g)
+        return result
 
     def _grad_mode_failure(self, x: np.ndarray, target: Target, exc: InputError) -> GradResult:
         """A forward that runs without gradients but raises with them (``.numpy()`` on a tensor that

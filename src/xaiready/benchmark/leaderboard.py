@@ -15,7 +15,7 @@ SKIP_BY_DEFAULT = ("occlusion", "rise", "kernelshap", "smoothgrad", "smoothgrad-
 
 
 def default_methods() -> list[str]:
-    from ..explain import load_methods
+    from ..methods import load_methods
 
     registry = load_methods()
     return [m for m in registry.names() if m not in SKIP_BY_DEFAULT
@@ -25,6 +25,7 @@ def default_methods() -> list[str]:
 def run_benchmark(n: int = 32, methods: Sequence[str] | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
                   settings=None, log=sys.stderr):
     """``{method: {metric: MetricResult}}`` on ``n`` correctly classified benchmark test images."""
+    from ..api import explainer_for
     from ..metrics.evaluate import evaluate_methods
     from ..targets import Class
     from .models import CAM_LAYER, handle_for, test_batch, train
@@ -36,8 +37,9 @@ def run_benchmark(n: int = 32, methods: Sequence[str] | None = None, metrics: Se
     results = {}
     for method in methods or default_methods():
         try:
-            results.update(evaluate_methods(handle, x, [method], metrics, Class(y.tolist()), mask=mask,
-                                            settings=settings, layer=CAM_LAYER))
+            explainers = {method: explainer_for(handle, method, layer=CAM_LAYER)}
+            results.update(evaluate_methods(handle, x, explainers, metrics, Class(y.tolist()), mask=mask,
+                                            settings=settings))
         except XaiReadyError as exc:  # a method this model cannot give is left out, and said so
             print(f"skipped {method}: {exc.one_line()}", file=log)
     return results

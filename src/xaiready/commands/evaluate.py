@@ -36,6 +36,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..api import explainer_for
     from ..metrics.base import Settings
     from ..metrics.evaluate import evaluate_methods
     from ._common import load_model, make_target
@@ -46,8 +47,9 @@ def run(args) -> int:
     x, names = read_inputs(args, handle)
     mask = read_masks(args.masks, names, len(x)) if args.masks else None
     settings = Settings(chunk_size=args.chunk_size, seed=args.seed, progress=None)
-    results = evaluate_methods(handle, x, split(args.method), split(args.metrics), make_target(args),
-                               mask=mask, settings=settings, layer=args.layer)
+    explainers = {m: explainer_for(handle, m, layer=args.layer) for m in split(args.method)}
+    results = evaluate_methods(handle, x, explainers, split(args.metrics), make_target(args),
+                               mask=mask, settings=settings)
     print_results(results, as_json=args.json)
     if args.plot:
         from ..metrics.table import plot_curves

@@ -55,17 +55,16 @@ def _options(args, method_cls) -> dict:
                              else args.baseline)
     accepted = set(getattr(method_cls, "defaults", {}))
     if "base" in accepted:
-        from ..explain.base import METHODS
+        from ..methods.base import METHODS
 
         accepted |= set(getattr(METHODS.get(args.base or method_cls.defaults["base"]), "defaults", {}))
     return {k: v for k, v in given.items() if v is not None and k in accepted}
 
 
 def run(args) -> int:
-    from ..api import as_handle
+    from ..api import as_handle, with_health
     from ..errors import CapabilityError, UsageError
-    from ..explain import load_methods
-    from ..metrics.health import with_health
+    from ..methods import load_methods
     from ..targets import for_task, infer_task
     from ._common import load_model, read_input
 
@@ -83,7 +82,7 @@ def run(args) -> int:
     for name, cls in zip(args.method, classes, strict=True):
         try:
             attr = cls()(handle, x, target, layer=args.layer if cls.family == "cam" else None,
-                         **_options(args, cls))
+                         contrast=args.sanity == "cheap", **_options(args, cls))
         except CapabilityError as exc:
             if not args.fallback:
                 if "--fallback" not in (exc.hint or ""):

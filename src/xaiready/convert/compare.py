@@ -86,7 +86,7 @@ def _gradients(result: Comparison, original, converted, x, target) -> None:
 
 
 def _attribution(result: Comparison, original, converted, x, target, window) -> None:
-    from ..explain.blackbox import Occlusion
+    from ..methods.blackbox import Occlusion
 
     if window is None and x.ndim == 4:
         h, w = (2, 3) if original.layout == "NCHW" else (1, 2)

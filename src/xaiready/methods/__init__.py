@@ -1,11 +1,13 @@
-"""Explanation methods, written once against ModelHandle (never against a framework)."""
+"""Explanation methods, written once against ModelHandle (never against a framework).
+
+The package is ``methods`` (as ``torchcam.methods``, ``captum.attr``) so that ``xaiready.explain``
+stays the plain API function.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
-import types
 
 
 def load_methods():
@@ -16,17 +18,3 @@ def load_methods():
         if not info.name.startswith("_") and info.name != "base":
             importlib.import_module(f"{__name__}.{info.name}")
     return METHODS
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this package sets ``xaiready.explain`` to the package, shadowing the API function
-    ``xr.explain`` of the same name; making the package callable keeps ``xr.explain(...)`` working
-    whichever of the two the attribute holds."""
-
-    def __call__(self, *args, **kwargs):
-        from ..api import explain
-
-        return explain(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

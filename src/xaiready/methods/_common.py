@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..targets import Target, for_task, infer_task
-from .base import Attribution
+from .base import Attribution, Contrast
 
 _SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # handle -> {input shape: output shape}
 
@@ -51,6 +51,16 @@ def prepare(handle, x: Any, target: Target | None, *, resolve: bool = True) -> P
         target = target.resolve(out, channel_axis=handle.channel_axis)
         scores = target.scores(out)
     return Prepared(x, target, out, np.asarray(scores, dtype=np.float64))
+
+
+def contrast_of(result, other_values=None, *, explained=None, measured_on: str = "map") -> Contrast | None:
+    """The Contrast of a backend pass asked for ``contrast=True`` (None where the backend gave none);
+    ``other_values`` is the runner-up's map, by default its input gradient."""
+    other = result.contrast
+    if other is None:
+        return None
+    values = other.input_grad if other_values is None else other_values
+    return None if values is None else Contrast(values, other.target.describe(), measured_on, explained)
 
 
 def resolved(prep: Prepared, result) -> Prepared:
@@ -99,10 +109,10 @@ def provenance(handle, options: dict[str, Any]) -> dict[str, Any]:
 
 def attribution(method, handle, prep: Prepared, values: np.ndarray, options: dict[str, Any], *,
                 layer: str | None = None, raw: np.ndarray | None = None, info: dict | None = None,
-                warnings: list[str] | tuple[str, ...] = ()) -> Attribution:
+                warnings: list[str] | tuple[str, ...] = (), contrast: Contrast | None = None) -> Attribution:
     return Attribution(values=np.asarray(values, dtype=np.float32), method=method.name, family=method.family,
                        target=prep.target.describe(), layer=layer,
                        raw=None if raw is None else np.asarray(raw, dtype=np.float32),
                        scores=prep.scores, input_shape=tuple(prep.x.shape), layout=handle.layout,
                        provenance=provenance(handle, options), info=dict(info or {}),
-                       warnings=tuple(dict.fromkeys(warnings)))
+                       warnings=tuple(dict.fromkeys(warnings)), output=prep.output, contrast=contrast)

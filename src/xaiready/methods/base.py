@@ -22,6 +22,20 @@ FAMILIES = ("gradient", "cam", "black_box")
 
 
 @dataclass(frozen=True)
+class Contrast:
+    """The runner-up class's map, computed in the explanation's own passes for the class check.
+
+    ``measured_on`` says in which terms: ``"map"`` (the method's own map for the runner-up, compared
+    with ``values``) or ``"input gradient at x"`` (methods that integrate many passes; ``explained``
+    then holds the explained class's gradient in the same terms)."""
+
+    other: np.ndarray
+    target: dict[str, Any]
+    measured_on: str = "map"
+    explained: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Attribution:
     """One explanation. ``values`` is shaped like the input (gradient, black-box methods) or like its
     spatial dims (CAM: (N, H, W)); ``raw`` keeps a CAM's map before normalization."""
@@ -38,6 +52,9 @@ class Attribution:
     provenance: dict[str, Any] = field(default_factory=dict)  # model source, options, versions
     info: dict[str, Any] = field(default_factory=dict)  # method findings (e.g. ReLU override counts, delta)
     warnings: tuple[str, ...] = ()
+    # Kept for the health checks, never saved: the model's output on x, and the runner-up's map.
+    output: np.ndarray | None = field(default=None, repr=False, compare=False)
+    contrast: Contrast | None = field(default=None, repr=False, compare=False)
 
     @property
     def black_box(self) -> bool:

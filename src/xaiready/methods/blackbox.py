@@ -41,7 +41,10 @@ class BlackBoxMethod(Method):
     requires = frozenset({"forward"})
     defaults: ClassVar[dict[str, Any]] = dict(_COMMON)
 
-    def __call__(self, handle, x, target=None, *, layer: str | None = None, **options) -> Any:
+    def __call__(self, handle, x, target=None, *, layer: str | None = None, contrast: bool = False,
+                 **options) -> Any:
+        """``contrast`` is accepted for a uniform call and ignored: a black-box method's class check
+        re-explains (at ``--sanity full``)."""
         if layer is not None:
             raise UsageError(f"{self.name} is a black-box method and uses no layer",
                              hint="drop --layer, or choose a CAM method")

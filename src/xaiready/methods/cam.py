@@ -10,6 +10,7 @@ handle (NCHW or NHWC), so the same code serves every backend.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,9 +18,9 @@ import numpy as np
 from ..errors import CapabilityError, UsageError
 from ..readiness.layouts import Layout, candidates, to_maps
 from ..targets import Target
-from ._common import Prepared, attribution, prepare, resolved
+from ._common import Prepared, attribution, contrast_of, prepare, resolved
 from ._gating import measure, require
-from .base import Attribution, Method, register
+from .base import Attribution, Contrast, Method, register
 from .gradient import GuidedBackprop, input_gradient, override_findings
 
 
@@ -95,20 +96,29 @@ class CAMMethod(Method):
         raise NotImplementedError
 
     def __call__(self, handle, x, target: Target | None = None, *, layer: str | None = None,
-                 verify: bool = True, **options) -> Attribution:
+                 verify: bool = True, contrast: bool = False, **options) -> Attribution:
+        """``contrast=True`` also maps the runner-up class from the same forward (one more backward to
+        the layer), for the health checks."""
         opts = self.options(options)
+        contrast = contrast and self.contrast_from_layer
         with handle.session():
             prep = prepare(handle, x, target, resolve=False)  # the layer pass resolves it
             layer, layout = self.choose_layer(handle, prep, layer, verify)
-            prep, raw = self.raw_map(handle, prep, layer, layout)
-            up = upsample(raw, spatial_size(prep.x, handle.layout), opts["interpolation"])
+            prep, raw, runner = self.raw_map(handle, prep, layer, layout, contrast=contrast)
+            size = spatial_size(prep.x, handle.layout)
+            up = upsample(raw, size, opts["interpolation"])
             values, info, warnings = self.combine(handle, prep, raw, up, opts)
+            if runner is not None:
+                runner = replace(runner, other=normalize(upsample(runner.other, size, opts["interpolation"])))
         flags = degenerate(raw)
         warnings = [*warnings, *(f"sample {i}: the raw {self.name} map is {f}, so the normalized map "
                                  "carries no information" for i, f in enumerate(flags) if f)]
         info = {**info, "degenerate": flags, "layer_shape": list(raw.shape[1:])}
         return attribution(self, handle, prep, values, {**opts, "layer": layer}, layer=layer, raw=raw,
-                           info=info, warnings=warnings)
+                           info=info, warnings=warnings, contrast=runner)
+
+    # Guided Grad-CAM's map needs guided backprop for the runner-up too: its check re-explains.
+    contrast_from_layer: ClassVar[bool] = True
 
     def choose_layer(self, handle, prep, layer: str | None, verify: bool) -> tuple[str, Layout | None]:
         """The named layer (verified) or readiness's default layer, with its measured layout."""
@@ -126,12 +136,14 @@ class CAMMethod(Method):
         measured = found.layout(chosen)
         return chosen, Layout.from_dict(measured) if measured else None
 
-    def raw_map(self, handle, prep: Prepared, layer: str, layout: Layout | None) -> tuple[Prepared, np.ndarray]:
-        """One pass to the layer only; returns ``prep`` with the target resolved, and the ReLU'd map.
+    def raw_map(self, handle, prep: Prepared, layer: str, layout: Layout | None, *,
+                contrast: bool = False) -> tuple[Prepared, np.ndarray, Contrast | None]:
+        """One pass to the layer only; returns ``prep`` with the target resolved, the ReLU'd map, and
+        with ``contrast`` the runner-up class's raw map from the same forward.
 
         The activation is read through the layer's measured layout (an image map, or tokens whose
         prefix is dropped and whose grid is restored); an unverified layer gets its only reading."""
-        res = handle.vjp(prep.x, prep.target, layers=[layer], input_grad=False)
+        res = handle.vjp(prep.x, prep.target, layers=[layer], input_grad=False, contrast=contrast)
         acts, grads = res.activations.get(layer), res.layer_grads.get(layer)
         if acts is None or grads is None:
             why = "never ran" if acts is None else "is not on the score's gradient path"
@@ -142,9 +154,14 @@ class CAMMethod(Method):
             raise CapabilityError(f"layer '{layer}' has output shape {acts.shape}, which reads neither as an image "
                                   "map nor as tokens on the patch grid", path=handle.source.path,
                                   format=handle.source.format, hint="`xaiready check` lists the layers and layouts")
-        acts, grads = to_maps(acts, layout), to_maps(grads, layout)
-        cam = (self.weights(acts, grads) * acts).sum(1)
-        return resolved(prep, res), np.maximum(cam, 0)
+        acts = to_maps(acts, layout)
+        other = res.contrast.layer_grads.get(layer) if res.contrast is not None else None
+        runner = None if other is None else contrast_of(res, self.cam(acts, to_maps(other, layout)))
+        return resolved(prep, res), self.cam(acts, to_maps(grads, layout)), runner
+
+    def cam(self, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        """ReLU(sum_c w_c A_c) at the layer's resolution, from (N, C, h, w) maps."""
+        return np.maximum((self.weights(acts, grads) * acts).sum(1), 0)
 
     def combine(self, handle, prep, raw, up, opts) -> tuple[np.ndarray, dict, list[str]]:
         """The final values from the upsampled map (Guided Grad-CAM multiplies in guided backprop)."""
@@ -210,6 +227,7 @@ class GuidedGradCAM(GradCAM):
     """Guided backprop times the upsampled raw Grad-CAM map (Selvaraju et al. 2017); input-shaped."""
 
     name = "guided-gradcam"
+    contrast_from_layer = False
 
     def combine(self, handle, prep, raw, up, opts):
         with handle.relu_override(GuidedBackprop.mode) as stats:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CapabilityError, UsageError
 from ..targets import Target
 from ._chunking import accumulate, auto_batch_size, run_rows
-from ._common import Prepared, attribution, prepare, resolved, scores_of
+from ._common import Prepared, attribution, contrast_of, prepare, resolved, scores_of
 from ._gating import require
 from .base import Attribution, Method, register
 
@@ -29,7 +29,9 @@ class GradientMethod(Method):
     requires: ClassVar[frozenset[str]] = frozenset({"forward", "gradient"})
 
     def __call__(self, handle, x, target: Target | None = None, *, layer: str | None = None,
-                 verify: bool = True, **options) -> Attribution:
+                 verify: bool = True, contrast: bool = False, **options) -> Attribution:
+        """``contrast=True`` also computes the runner-up class's map for the health checks, from the
+        same forward where the method has one pass (else from the input gradients at x)."""
         opts = self.options(options)
         with handle.session():
             prep = prepare(handle, x, target, resolve=not self.single_pass)
@@ -37,15 +39,22 @@ class GradientMethod(Method):
                 require(handle, prep.x, prep.target, self)
             with self.pass_context(handle, opts) as state:
                 if self.single_pass:  # the one pass on x resolves the target: no extra forward
-                    res = handle.vjp(prep.x, prep.target)
+                    res = handle.vjp(prep.x, prep.target, contrast=contrast)
                     prep = resolved(prep, res)
                     values = self.from_grad(prep.x, checked_grad(handle, res))
+                    other = res.contrast
+                    runner = contrast_of(res, None if other is None or other.input_grad is None
+                                         else self.from_grad(prep.x, other.input_grad))
                 else:
                     values = self.attribute(handle, prep.x, prep.target, np.arange(len(prep.x)), opts)
+                    runner = None
+            if contrast and not self.single_pass:
+                res = handle.vjp(prep.x, prep.target, contrast=True)
+                runner = contrast_of(res, explained=res.input_grad, measured_on="input gradient at x")
             info, warnings = self.summarize(state, opts)
             more_info, more_warnings = self.finish(handle, prep, values, opts)
         return attribution(self, handle, prep, values, opts, info={**info, **more_info},
-                           warnings=[*warnings, *more_warnings])
+                           warnings=[*warnings, *more_warnings], contrast=runner)
 
     # ---- the steps a subclass overrides ------------------------------------------------------------
     single_pass: ClassVar[bool] = False  # True: values come from one input gradient via ``from_grad``

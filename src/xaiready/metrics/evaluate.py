@@ -10,45 +10,23 @@ import numpy as np
 from ..errors import UsageError
 from ..targets import Class, SegmentationRegion, for_task, infer_task
 from .base import METRICS, Explainer, Metric, MetricResult, Settings
-from .baselines import BASELINES, baseline_explainer
-
-
-def explainer_for(handle, method: str, *, layer: str | None = None, **options: Any) -> Explainer:
-    """``(x, target) -> values`` for a registered method or a baseline (``random``, ``center``)."""
-    if method in BASELINES:
-        return baseline_explainer(method, handle.channel_axis)
-    from ..explain import load_methods
-
-    instance = load_methods().get(method)()
-    if layer is not None:
-        options = {**options, "layer": layer}
-
-    def explain(xs: np.ndarray, target) -> np.ndarray:
-        return np.asarray(instance(handle, xs, pin(target), **options).values)
-
-    return explain
-
-
-def pin(target):
-    """The resolved choices made explicit, so a method re-resolving on a perturbed input keeps them
-    (the class predicted on the clean input, not on each noisy copy)."""
-    if isinstance(target, Class) and target.resolved:
-        return Class(target._k.tolist(), score=target.score)
-    if isinstance(target, SegmentationRegion) and target.resolved:
-        return SegmentationRegion(target._k, target._mask)
-    return target
 
 
 def metric_for(spec: str | Metric) -> Metric:
     return spec if isinstance(spec, Metric) else METRICS.get(spec)()
 
 
-def default_target(handle, x: np.ndarray, target=None):
-    """The given target, or the task's default guessed from the output shape; resolved on ``x``."""
+def default_target(handle, x: np.ndarray, target=None, *, output: np.ndarray | None = None):
+    """The given target, or the task's default guessed from the output shape; resolved on ``x``.
+
+    ``output`` is the model's output on ``x`` when the caller has it (no forward is run then)."""
     if target is None:
-        target = for_task(infer_task(tuple(handle.forward(x[:1]).shape)), None)
+        shape = tuple(handle.forward(x[:1]).shape) if output is None else tuple(np.shape(output))
+        target = for_task(infer_task(shape), None)
     if isinstance(target, Class | SegmentationRegion) and target.resolved:
         return target  # already fixed on the clean input (e.g. by take()); resolving again would redo it
+    if output is not None and target.framework_fn is None:
+        return target.resolve(output, channel_axis=handle.channel_axis)
     return handle.resolve(target, x)
 
 
@@ -69,16 +47,14 @@ def evaluate(handle, x: np.ndarray, attribution, metrics: Sequence[str | Metric]
     return results
 
 
-def evaluate_methods(handle, x: np.ndarray, methods: Sequence[str], metrics: Sequence[str | Metric],
+def evaluate_methods(handle, x: np.ndarray, explainers: dict[str, Explainer], metrics: Sequence[str | Metric],
                      target=None, *, mask: np.ndarray | None = None, settings: Settings | None = None,
-                     layer: str | None = None, options: dict[str, Any] | None = None,
                      ) -> dict[str, dict[str, MetricResult]]:
-    """``{method: {metric: result}}``: every method explains ``x`` (chunked) and is scored by every metric."""
+    """``{name: {metric: result}}``: every explainer explains ``x`` (chunked) and is scored by every metric."""
     settings = settings or Settings()
     target = default_target(handle, x, target)
     out = {}
-    for method in methods:
-        explain = explainer_for(handle, method, layer=None if method in BASELINES else layer, **(options or {}))
+    for method, explain in explainers.items():
         values = np.concatenate([explain(x[lo:lo + settings.chunk_size],
                                          target.take(np.arange(lo, min(len(x), lo + settings.chunk_size))))
                                  for lo in range(0, len(x), settings.chunk_size)])

@@ -8,8 +8,9 @@ and model-blind ones on trained real architectures (``bench/calibrate_health.py`
 
 cheap: ``map-values`` (all-zero, constant or non-finite map *before* normalization),
        ``saturated-output``, ``guided-override`` (guided backprop equal to plain gradients),
-       ``target-sensitivity`` (map nearly identical for another class; one extra explanation,
-       skipped for black-box methods at this level).
+       ``target-sensitivity`` (map nearly identical for another class: read from the runner-up map
+       the method computed in its own passes where it can, else one extra explanation; skipped for
+       black-box methods at this level).
 full:  adds ``model-randomization`` (map nearly identical after randomizing the top layers).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..readiness.report import CheckResult
-from ..targets import Class
+from ..targets import Class, runner_up
 from ._engine import spatial
 from .similarity import spearman
 
@@ -64,60 +65,48 @@ RANDOMIZED_LAYERS = 2
 OVERRIDE_RTOL = 1e-6
 
 
-def _family(method: str | None) -> str | None:
-    if method is None:
-        return None
-    from ..explain import load_methods
-
-    try:
-        return load_methods().get(method).family
-    except Exception:  # not a registered method (a baseline, a user's explainer)
-        return None
+def target_threshold(family: str | None = None) -> float:
+    """The class-blind threshold for a method family: the measured one, else the default."""
+    return TARGET_SIMILARITY_BY_FAMILY.get(family, TARGET_SIMILARITY)
 
 
-def target_threshold(method: str | None = None, family: str | None = None) -> float:
-    """The class-blind threshold for ``method`` (or its ``family``): the measured one, else the default."""
-    return TARGET_SIMILARITY_BY_FAMILY.get(family or _family(method), TARGET_SIMILARITY)
+def randomization_threshold(family: str | None = None) -> float:
+    """The model-blind threshold for a method family: the measured one, else the default."""
+    return RANDOMIZATION_SIMILARITY_BY_FAMILY.get(family, RANDOMIZATION_SIMILARITY)
 
 
-def randomization_threshold(method: str | None = None, family: str | None = None) -> float:
-    """The model-blind threshold for ``method`` (or its ``family``): the measured one, else the default."""
-    return RANDOMIZATION_SIMILARITY_BY_FAMILY.get(family or _family(method), RANDOMIZATION_SIMILARITY)
+def run_health_checks(handle, x, attribution, target, level: str = "cheap", *,
+                      explainer=None) -> list[CheckResult]:
+    """Findings about ``attribution`` (an Attribution, or its values) for a resolved ``target``.
 
-
-def run_health_checks(handle, x, attribution, target=None, level: str = "cheap", *,
-                      explainer=None, options: dict | None = None) -> list[CheckResult]:
-    """Findings about ``attribution`` (an Attribution, or its values with ``explainer`` given).
-
-    ``explainer(x, target) -> values`` re-explains for the class and randomization checks; by default
-    it is rebuilt from the attribution's method and layer, with the method's ``options``.
+    The class check reads the runner-up class's map from ``attribution.contrast`` when the method
+    computed it in its own passes; otherwise, and for ``level="full"``, ``explainer(x, target) ->
+    values`` re-explains. Without either the check is skipped. The caller (``xaiready.api``) builds the
+    explainer: metrics never import the method registry.
     """
     if level not in ("cheap", "full"):
         raise ValueError("level must be 'cheap' or 'full'")
-    from .evaluate import default_target, explainer_for
-
-    x = handle.as_input(x)
     method = getattr(attribution, "method", None)
+    family = getattr(attribution, "family", None)
     values = np.asarray(getattr(attribution, "values", attribution))
     raw = getattr(attribution, "raw", None)
-    target = default_target(handle, x, target)
-    if explainer is None and method is not None:
-        explainer = explainer_for(handle, method, layer=getattr(attribution, "layer", None), **(options or {}))
+    contrast = getattr(attribution, "contrast", None)
     out = [check_map_values(values if raw is None else np.asarray(raw)),
-           check_saturation(handle, x, target)]
+           check_saturation(handle, x, target, output=getattr(attribution, "output", None))]
     if method == "guided-backprop":
-        out.append(check_guided_override(handle, x, target, attribution))
-    family = getattr(attribution, "family", None)
-    if explainer is None:
+        out.append(check_guided_override(handle, x, target, attribution, measure=level == "full"))
+    threshold = target_threshold(family)
+    if contrast is not None and level == "cheap":
+        out.append(check_contrast(contrast, values, x, handle.channel_axis, threshold=threshold))
+    elif explainer is None:
         out.append(CheckResult("target-sensitivity", "skip", "no explainer to re-explain another class"))
     elif level == "full" or family != "black_box":
-        out.append(check_target_sensitivity(handle, x, values, target, explainer,
-                                            threshold=target_threshold(method, family)))
+        out.append(check_target_sensitivity(handle, x, values, target, explainer, threshold=threshold))
     else:
         out.append(CheckResult("target-sensitivity", "skip", "black-box method: only with --sanity full"))
     if level == "full":
         out.append(check_model_randomization(handle, x, values, target, explainer,
-                                             threshold=randomization_threshold(method, family)))
+                                             threshold=randomization_threshold(family)))
     return out
 
 
@@ -140,11 +129,12 @@ def check_map_values(raw: np.ndarray) -> CheckResult:
     return CheckResult("map-values", "pass", "finite and not constant")
 
 
-def check_saturation(handle, x, target) -> CheckResult:
-    """A saturated softmax: probability scores then have vanishing gradients."""
+def check_saturation(handle, x, target, *, output=None) -> CheckResult:
+    """A saturated softmax: probability scores then have vanishing gradients. ``output`` is the model's
+    output on ``x`` when the explanation kept it (no forward of its own then)."""
     if not isinstance(target, Class):
         return CheckResult("saturated-output", "skip", "only classification outputs saturate a softmax")
-    out = np.asarray(handle.forward(x), dtype=np.float64)
+    out = np.asarray(handle.forward(x) if output is None else output, dtype=np.float64)
     if not np.isfinite(out).all():
         return CheckResult("saturated-output", "warn", "the model output has non-finite values")
     z = out - out.max(1, keepdims=True)
@@ -159,8 +149,19 @@ def check_saturation(handle, x, target) -> CheckResult:
     return CheckResult("saturated-output", "pass", f"max top-class probability {top.max():.6f}{note}")
 
 
-def check_guided_override(handle, x, target, attribution) -> CheckResult:
-    """Guided backprop equal to the plain input gradient: the ReLU rule never took effect."""
+def check_guided_override(handle, x, target, attribution, *, measure: bool = True) -> CheckResult:
+    """Guided backprop equal to the plain input gradient: the ReLU rule never took effect.
+
+    ``measure=False`` (the cheap level) reads the counts the override recorded during the method's own
+    pass instead of running a plain gradient to compare with; attributions without counts are measured."""
+    counts = getattr(attribution, "info", {}).get("relu_override")
+    if not measure and counts is not None:
+        if counts["overridden"] == 0:
+            return CheckResult("guided-override", "warn", f"no ReLU backward was overridden ({counts['relu_calls']} "
+                               "ReLU call(s) ran): guided backprop is the plain gradient")
+        return CheckResult("guided-override", "pass", f"the override replaced {counts['overridden']} of "
+                           f"{counts['relu_calls']} ReLU backward passes (compared with the plain gradient at "
+                           "--sanity full)")
     values = np.asarray(attribution.values, dtype=np.float64)
     grad = handle.vjp(x, target).input_grad
     if grad is None or grad.shape != values.shape:
@@ -201,16 +202,6 @@ def _blind(sim: np.ndarray, threshold: float) -> tuple[bool, str]:
     return med > threshold, f"median {med:.7g}, max {top:.7g}, {above}/{len(sim)} samples above {threshold:.7g}"
 
 
-def _other_class(handle, x, target) -> Class | None:
-    out = np.asarray(handle.forward(x))
-    if out.ndim != 2 or out.shape[1] < 2:
-        return None
-    order = np.argsort(-out, axis=1)
-    k = target._k
-    other = np.where(order[:, 0] == k, order[:, 1], order[:, 0])
-    return Class(other.tolist(), score=target.score).resolve(out)
-
-
 def check_target_sensitivity(handle, x, values, target, explainer, *, threshold: float | None = None) -> CheckResult:
     """The map for another class (the runner-up) nearly identical: the map ignores the class.
 
@@ -219,17 +210,34 @@ def check_target_sensitivity(handle, x, values, target, explainer, *, threshold:
     threshold = TARGET_SIMILARITY if threshold is None else threshold
     if not isinstance(target, Class):
         return CheckResult("target-sensitivity", "skip", "only class targets have another class")
-    other = _other_class(handle, x, target)
+    other = runner_up(target, handle.forward(x))
     if other is None:
         return CheckResult("target-sensitivity", "skip", "a single output: no other class")
     axis = handle.channel_axis
     blind, numbers = _blind(map_similarity(spatial(values, x, axis), spatial(explainer(x, other), x, axis)),
                             threshold)
+    return _class_finding(blind, numbers, "map")
+
+
+def check_contrast(contrast, values, x, channel_axis: int, *, threshold: float | None = None) -> CheckResult:
+    """The class check on the runner-up class's map that the method computed in its own passes
+    (``Attribution.contrast``): no re-explanation. ``contrast.explained`` is the explained class's map
+    in the same terms when they are not the method's own values (the input gradient at x for methods
+    that integrate many passes)."""
+    threshold = TARGET_SIMILARITY if threshold is None else threshold
+    mine = values if contrast.explained is None else contrast.explained
+    blind, numbers = _blind(map_similarity(spatial(mine, x, channel_axis), spatial(contrast.other, x, channel_axis)),
+                            threshold)
+    return _class_finding(blind, numbers, contrast.measured_on)
+
+
+def _class_finding(blind: bool, numbers: str, measured_on: str) -> CheckResult:
+    what = "map" if measured_on == "map" else measured_on
     if blind:
         return CheckResult("target-sensitivity", "warn",
-                           f"the map for the runner-up class ranks the pixels as the explained class's map does "
+                           f"the runner-up class's {what} ranks the pixels as the explained class's does "
                            f"(rank correlation {numbers}): it does not depend on the class")
-    return CheckResult("target-sensitivity", "pass", f"rank correlation with the runner-up class's map: {numbers}")
+    return CheckResult("target-sensitivity", "pass", f"rank correlation with the runner-up class's {what}: {numbers}")
 
 
 def check_model_randomization(handle, x, values, target, explainer, *,
@@ -253,19 +261,3 @@ def check_model_randomization(handle, x, values, target, explainer, *,
                            f"correlation {numbers}): it does not depend on the model's weights")
     return CheckResult("model-randomization", "pass",
                        f"rank correlation after randomizing {', '.join(layers)}: {numbers}")
-
-
-def with_health(handle, x, attribution, target=None, level: str = "cheap", options: dict | None = None):
-    """The attribution with its health findings in ``info["health"]`` and warnings appended.
-
-    Called by ``xr.explain`` and ``xaiready explain`` after the method ran (not inside a method: the
-    checks re-explain, which would recurse). ``level="off"`` returns the attribution unchanged.
-    """
-    import dataclasses
-
-    if level == "off":
-        return attribution
-    found = run_health_checks(handle, x, attribution, target, level=level, options=options)
-    warnings = tuple(f"{f.name}: {f.detail}" for f in found if f.status == "warn")
-    return dataclasses.replace(attribution, warnings=attribution.warnings + warnings,
-                               info={**attribution.info, "health": [dataclasses.asdict(f) for f in found]})

@@ -119,3 +119,15 @@ def test_every_method_agrees_after_the_layout_transpose(pair, method):
     _close(ak.values, ref, ATTR_TOL)
     if "relu_override" in at.info:
         assert ak.info["relu_override"]["overridden"] == at.info["relu_override"]["overridden"] == 2
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency", "integrated-gradients"])
+def test_the_runner_up_map_agrees_across_frameworks(pair, method):
+    """The runner-up class's map from the explanation's own forward (the class health check's input):
+    Keras and PyTorch agree, and both name the same runner-up class."""
+    th, kh, x = pair
+    layer = "relu2" if method == "gradcam" else None
+    at = xr.explain(th, x.transpose(0, 3, 1, 2), method, xr.targets.Class(2), layer=layer, sanity="off", contrast=True)
+    ak = xr.explain(kh, x, method, xr.targets.Class(2), layer=layer, sanity="off", contrast=True)
+    assert ak.contrast is not None and ak.contrast.target == at.contrast.target
+    _close(ak.contrast.other, _to_nhwc(at.contrast.other, 4), ATTR_TOL)

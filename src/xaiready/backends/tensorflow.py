@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError, UsageError
-from ..targets import Target
+from ..targets import Target, runner_up
 from . import tensorflow_trace
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
 from .keras_graph import layer_children, safe_gradient, walk_layers, wrapped_calls
@@ -34,6 +34,7 @@ _TF_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, Valu
 class TensorFlowBackend:
     framework = "tensorflow"
     layout = "NHWC"
+    supports_contrast = True  # vjp(contrast=True) keeps the tape for the runner-up class (one-pass kinds)
 
     def __init__(self, model, *, kind: str = "keras", output: str | int | None = None,
                  input_key: str | None = None, splits=None, graph_def=None, input_spec=None):
@@ -117,16 +118,16 @@ class TensorFlowBackend:
         return self._run(self.to_tensor(x)).numpy()
 
     def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
-            input_grad: bool = True) -> GradResult:
+            input_grad: bool = True, contrast: bool = False) -> GradResult:
         layers = list(dict.fromkeys(layers))
         xt = self.to_tensor(x)
         if layers and self.kind != "keras":
-            return self._vjp_split(xt, target, layers, input_grad)
+            return self._vjp_split(xt, target, layers, input_grad)  # no contrast: the health check re-explains
         with _capture(self, layers) as captured:
             def run(_tape):
                 return self._run(xt), captured
 
-            return self._one_pass(xt, target, input_grad, run)
+            return self._one_pass(xt, target, input_grad, run, contrast=contrast)
 
     def observe(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         """The named layers' outputs on one pass at ``x``, whatever its size (for layout measurement)."""
@@ -135,10 +136,11 @@ class TensorFlowBackend:
         total = Custom(lambda out: tf.reduce_sum(tf.reshape(out, (tf.shape(out)[0], -1)), axis=1), name="sum")
         return self.vjp(x, total, layers=layers, input_grad=False).activations
 
-    def _one_pass(self, xt, target, input_grad, run) -> GradResult:
-        """Forward and backward once; ``run(tape)`` returns the output and what it captured."""
+    def _one_pass(self, xt, target, input_grad, run, *, contrast: bool = False) -> GradResult:
+        """Forward and backward once; ``run(tape)`` returns the output and what it captured. With
+        ``contrast`` the tape is kept for a second backward of the runner-up class."""
         gradless = False
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
+        with tf.GradientTape(watch_accessed_variables=False, persistent=contrast) as tape:
             tape.watch(xt)
             try:
                 out, captured = run(tape)
@@ -169,8 +171,18 @@ class TensorFlowBackend:
         if differentiable and sources:
             grads = safe_gradient(tape, root, sources, seed)
         in_graph = differentiable and (not sources or any(g is not None for g in grads))
+        result = self._result(out_np, scores_np, in_graph, captured.calls(), target, acts, grads, input_grad)
+        other = runner_up(target, out_np) if contrast and seed is not None and in_graph else None
+        if other is not None:
+            other_seed = tf.constant(other.seed(out_np), dtype=seed.dtype)
+            result.contrast = self._result(out_np, other.scores(out_np), in_graph, result.calls, other, acts,
+                                           safe_gradient(tape, root, sources, other_seed), input_grad)
+        return result
+
+    @staticmethod
+    def _result(out_np, scores_np, in_graph, calls, target, acts, grads, input_grad) -> GradResult:
         result = GradResult(output=out_np, scores=scores_np, input_grad=None, score_in_graph=in_graph,
-                            calls=captured.calls(), target=target)
+                            calls=calls, target=target)
         if input_grad:
             g = grads[0]
             result.input_grad = None if g is None else _np(g)

@@ -43,6 +43,13 @@ class ModelHandle:
         return self.backend.framework
 
     @property
+    def ops(self):
+        """Where the backend keeps arrays during a method's passes (``backends.arrays``)."""
+        from .backends.arrays import NUMPY_OPS
+
+        return getattr(self.backend, "ops", NUMPY_OPS)
+
+    @property
     def channel_axis(self) -> int:
         return 1 if self.layout == "NCHW" else -1
 

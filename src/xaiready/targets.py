@@ -1,11 +1,15 @@
 """What to explain: one target type mapping a batched model output to one scalar per sample.
 
-A target is framework-neutral. It computes on the NumPy copy of the output:
+A target is framework-neutral. It computes with the array namespace of the output it is given
+(NumPy, or the framework's own tensors on the model's device; see ``backends.arrays``):
 
 * ``scores(output)``: the (N,) scores being explained, for reports and finite differences;
 * ``seed(output)``: d(sum of scores)/d(output), the output-space seed of the vector-Jacobian product.
   Because every score is a function of the output alone, backpropagating this seed from the output
   gives exactly the gradient of the score with respect to anything upstream.
+
+Resolved choices are NumPy until ``on(ops)`` moves them where the model runs, once per explanation,
+so that a chunk loop builds its seeds without a copy between host and device.
 
 Data-dependent choices (the predicted class, the predicted-pixel mask) are fixed once by
 ``resolve(output)`` on the unperturbed input, so finite differences and integration paths explain
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace, device
 
 from .errors import UsageError
 
@@ -36,10 +41,15 @@ def _per_sample(value: int | Sequence[int] | np.ndarray, n: int, what: str) -> n
     return arr
 
 
-def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
+def _softmax(z, axis: int):
+    xp = array_namespace(z)
+    e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _host(a) -> np.ndarray:
+    """A small resolved array (class indices) as NumPy, for reports: one copy, after the passes."""
+    return a if isinstance(a, np.ndarray) else np.asarray(a.cpu() if hasattr(a, "cpu") else a)
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,13 @@ class Target:
         """Fix data-dependent choices against the unperturbed output."""
         return self
 
-    def take(self, index: np.ndarray) -> Target:
-        """The resolved target for the samples ``index`` (e.g. a batch of IG path points)."""
+    def take(self, index) -> Target:
+        """The resolved target for the samples ``index`` (e.g. a batch of IG path points); ``index`` is
+        NumPy, or native to the device the target was moved to with ``on``."""
+        return self
+
+    def on(self, ops) -> Target:
+        """This target with its resolved arrays where ``ops`` (a backend's ArrayOps) keeps arrays."""
         return self
 
     def scores(self, output: np.ndarray) -> np.ndarray:
@@ -102,38 +117,45 @@ class Class(Target):
         return self._k is not None
 
     def take(self, index):
-        return replace(self, _k=self._k[np.asarray(index)])
+        return replace(self, _k=self._k[index])
 
-    def _indices(self, out):
+    def on(self, ops):
+        return self if self._k is None else replace(self, _k=ops.asarray(self._k, dtype="int64"))
+
+    def _classes(self, out):
+        """Each sample's class as an (N, 1) index array in ``out``'s namespace and on its device."""
         if self._k is None:
             raise RuntimeError("Class target used before resolve()")
         _check_batch(self._k.shape[0], out.shape[0])
-        return np.arange(out.shape[0]), self._k
+        xp = array_namespace(out)
+        return xp.reshape(xp.asarray(self._k, device=device(out)), (-1, 1))
 
     def scores(self, output):
-        out = _as_2d(output, "Class").astype(np.float64)
-        rows, k = self._indices(out)
-        if self.score == "logit":
-            return out[rows, k]
-        p = _softmax(out, 1)
-        return p[rows, k] if self.score == "probability" else np.log(p[rows, k])
+        out = _as_2d(output, "Class")
+        xp = array_namespace(out)
+        out = xp.astype(out, xp.float64)
+        if self.score != "logit":
+            out = _softmax(out, 1)
+        picked = xp.take_along_axis(out, self._classes(out), axis=1)[:, 0]
+        return xp.log(picked) if self.score == "log-probability" else picked
 
     def seed(self, output):
-        out = _as_2d(output, "Class").astype(np.float64)
-        rows, k = self._indices(out)
-        onehot = np.zeros_like(out)
-        onehot[rows, k] = 1.0
+        out = _as_2d(output, "Class")
+        xp = array_namespace(out)
+        out = xp.astype(out, xp.float64)
+        k = self._classes(out)
+        onehot = xp.astype(xp.arange(out.shape[1], device=device(out))[None, :] == k, xp.float64)
         if self.score == "logit":
             seed = onehot
         else:
             p = _softmax(out, 1)
             seed = onehot - p  # d log p_k / dz
             if self.score == "probability":
-                seed = seed * p[rows, k][:, None]  # d p_k / dz = p_k (e_k - p)
-        return seed.reshape(np.shape(output)).astype(output.dtype)
+                seed = seed * xp.take_along_axis(p, k, axis=1)  # d p_k / dz = p_k (e_k - p)
+        return xp.astype(xp.reshape(seed, output.shape), output.dtype)
 
     def describe(self):
-        k = None if self._k is None else self._k.tolist()
+        k = None if self._k is None else _host(self._k).tolist()
         return {"type": "class", "k": k if k is None or len(set(k)) > 1 else k[0], "score": self.score,
                 "chosen": "predicted" if self.k is None else "given"}
 
@@ -182,24 +204,31 @@ class SegmentationRegion(Target):
         return self._mask is not None
 
     def take(self, index):
-        return replace(self, _mask=self._mask[np.asarray(index)])
+        return replace(self, _mask=self._mask[index])
+
+    def on(self, ops):
+        return self if self._mask is None else replace(self, _mask=ops.asarray(self._mask, dtype="float64"))
 
     def _weights(self, out):
+        """float64 weights shaped like ``out``: the mask on channel k, zero elsewhere."""
         if self._mask is None:
             raise RuntimeError("SegmentationRegion target used before resolve()")
         _check_batch(self._mask.shape[0], out.shape[0])
-        w = np.zeros(out.shape, dtype=np.float64)
-        idx = [slice(None)] * 4
-        idx[self._axis] = self._k
-        w[tuple(idx)] = self._mask
-        return w
+        xp = array_namespace(out)
+        mask = xp.astype(xp.asarray(self._mask, device=device(out)), xp.float64)
+        onehot = xp.astype(xp.arange(out.shape[self._axis], device=device(out)) == self._k, xp.float64)
+        shape = [1, 1, 1, 1]
+        shape[self._axis] = out.shape[self._axis]
+        return xp.expand_dims(mask, axis=self._axis) * xp.reshape(onehot, tuple(shape))
 
     def scores(self, output):
-        out = np.asarray(output, dtype=np.float64)
-        return (out * self._weights(out)).reshape(out.shape[0], -1).sum(1)
+        xp = array_namespace(output)
+        out = xp.astype(output, xp.float64)
+        return xp.sum(xp.reshape(out * self._weights(out), (out.shape[0], -1)), axis=1)
 
     def seed(self, output):
-        return self._weights(np.asarray(output)).astype(output.dtype)
+        xp = array_namespace(output)
+        return xp.astype(self._weights(output), output.dtype)
 
     def describe(self):
         return {"type": "segmentation-region", "k": self._k if self._k is not None else self.k,
@@ -220,13 +249,16 @@ class Regression(Target):
         return self
 
     def scores(self, output):
-        out = np.asarray(output, dtype=np.float64)
-        return out.reshape(out.shape[0], -1)[:, self.index]
+        xp = array_namespace(output)
+        out = xp.astype(output, xp.float64)
+        return xp.reshape(out, (out.shape[0], -1))[:, self.index]
 
     def seed(self, output):
-        seed = np.zeros((np.shape(output)[0], max(1, int(np.prod(np.shape(output)[1:])))), dtype=output.dtype)
-        seed[:, self.index] = 1
-        return seed.reshape(np.shape(output))
+        xp = array_namespace(output)
+        size = max(1, int(np.prod(output.shape[1:], dtype=np.int64)))
+        onehot = xp.astype(xp.arange(size, device=device(output)) == self.index, output.dtype)
+        rows = xp.ones((output.shape[0], 1), dtype=output.dtype, device=device(output))
+        return xp.reshape(rows * onehot[None, :], output.shape)
 
     def describe(self):
         return {"type": "regression", "index": self.index}
@@ -285,8 +317,8 @@ def _check_batch(resolved: int, given: int) -> None:
                          "use target.take(sample_index) for replicated samples")
 
 
-def _as_2d(output: np.ndarray, what: str) -> np.ndarray:
-    out = np.asarray(output)
+def _as_2d(output, what: str):
+    out = output if hasattr(output, "shape") and hasattr(output, "dtype") else np.asarray(output)
     if out.ndim == 1:
         out = out[:, None]
     if out.ndim != 2:

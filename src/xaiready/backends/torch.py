@@ -12,10 +12,12 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from array_api_compat import torch as torch_xp
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InputError, UsageError, first_line
 from ..targets import Target, runner_up
+from .arrays import seed_of
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
 
 # Activations that ReLU-style gradient rules cannot be applied to; counted, never silently ignored.
@@ -135,30 +137,37 @@ class TorchBackend:
         with self.session(), torch.no_grad():
             return self.to_numpy(self._run(self.to_tensor(x)))
 
-    def vjp(self, x: np.ndarray, target: Target, *, layers: Sequence[str] = (),
+    def vjp(self, x, target: Target, *, layers: Sequence[str] = (),
             input_grad: bool = True, contrast: bool = False) -> GradResult:
+        """NumPy in, NumPy out; a tensor ``x`` (``self.ops``) gets tensors back, left on the device."""
+        native = isinstance(x, torch.Tensor)
+        keep = _detached if native else self.to_numpy
         with self.session(), torch.enable_grad(), _capture(self.module, layers) as captured:
-            xt = self.to_tensor(x, requires_grad=input_grad)
+            xt = x.detach().requires_grad_(input_grad) if native else self.to_tensor(x, requires_grad=input_grad)
             try:
                 out = self._run(xt)
             except InputError as exc:
+                if native:
+                    raise
                 return self._grad_mode_failure(x, target, exc)
-            out_np = self.to_numpy(out)
+            out_kept = keep(out)
             if not target.resolved:
-                target = target.resolve(out_np, channel_axis=1)
+                target = target.resolve(self.to_numpy(out), channel_axis=1)
             if target.framework_fn is not None:
                 score = target.framework_fn(out)
-                scores_np = self.to_numpy(score).astype(np.float64).reshape(-1)
+                scores = (keep(score).to(torch.float64) if native else self.to_numpy(score).astype(np.float64))
+                scores = scores.reshape(-1)
                 root, seed = score.sum(), None
             else:
-                scores_np = target.scores(out_np)
+                scores = target.scores(out_kept)
                 root = out
-                seed = torch.as_tensor(target.seed(out_np), dtype=out.dtype, device=out.device)
+                seed = target.seed(out_kept)
+                seed = seed if native else torch.as_tensor(seed, dtype=out.dtype, device=out.device)
             acts = captured.activations()
             wrt = ([xt] if input_grad else []) + list(acts.values())
             in_graph = bool(root.requires_grad)
             live = [i for i, t in enumerate(wrt) if t.requires_grad] if in_graph else []
-            other = runner_up(target, out_np) if contrast and seed is not None and live else None
+            other = runner_up(target, out_kept) if contrast and not native and seed is not None and live else None
 
             def backward(seed, retain=False):
                 grads = [None] * len(wrt)
@@ -169,25 +178,18 @@ class TorchBackend:
                         grads[i] = g
                 return grads
 
-            result = self._result(out_np, scores_np, in_graph, captured.calls(), target, acts,
-                                  backward(seed, retain=other is not None), input_grad)
+            result = _result(keep, out_kept, scores, in_graph, captured.calls(), target, acts,
+                             backward(seed, retain=other is not None), input_grad)
             if other is not None:  # the runner-up class from the same forward: one more backward only
-                other_seed = torch.as_tensor(other.seed(out_np), dtype=out.dtype, device=out.device)
-                result.contrast = self._result(out_np, other.scores(out_np), in_graph, result.calls, other, acts,
-                                               backward(other_seed), input_grad)
+                other_seed = torch.as_tensor(other.seed(out_kept), dtype=out.dtype, device=out.device)
+                result.contrast = _result(keep, out_kept, other.scores(out_kept), in_graph, result.calls, other,
+                                          acts, backward(other_seed), input_grad)
             return result
 
-    def _result(self, out_np, scores_np, in_graph, calls, target, acts, grads, input_grad) -> GradResult:
-        result = GradResult(output=out_np, scores=scores_np, input_grad=None, score_in_graph=in_graph,
-                            calls=calls, target=target)
-        if input_grad:
-            g = grads[0]
-            result.input_grad = None if g is None else self.to_numpy(g)
-            grads = grads[1:]
-        for (name, act), g in zip(acts.items(), grads, strict=True):
-            result.activations[name] = self.to_numpy(act)
-            result.layer_grads[name] = None if g is None else self.to_numpy(g)
-        return result
+    @property
+    def ops(self) -> TorchOps:
+        """Tensors on the model's device, for methods' chunk loops (``backends.arrays``)."""
+        return TorchOps(self)
 
     def _grad_mode_failure(self, x: np.ndarray, target: Target, exc: InputError) -> GradResult:
         """A forward that runs without gradients but raises with them (``.numpy()`` on a tensor that
@@ -302,6 +304,52 @@ class TorchBackend:
             with torch.no_grad():
                 for (_, p), old in zip(params, saved, strict=True):
                     p.copy_(old)
+
+
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    return t.detach()
+
+
+def _result(keep, output, scores, in_graph, calls, target, acts, grads, input_grad) -> GradResult:
+    """A GradResult whose tensors went through ``keep`` (to NumPy, or detached on the device)."""
+    result = GradResult(output=output, scores=scores, input_grad=None, score_in_graph=in_graph,
+                        calls=calls, target=target)
+    if input_grad:
+        g = grads[0]
+        result.input_grad = None if g is None else keep(g)
+        grads = grads[1:]
+    for (name, act), g in zip(acts.items(), grads, strict=True):
+        result.activations[name] = keep(act)
+        result.layer_grads[name] = None if g is None else keep(g)
+    return result
+
+
+class TorchOps:
+    """Arrays as torch tensors on the model's device, in its floating dtype (``backends.arrays``)."""
+
+    xp = torch_xp
+    native = True
+
+    def __init__(self, backend: TorchBackend):
+        ref = backend._param()
+        self.device = ref.device if ref is not None else torch.device("cpu")
+        self.dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+
+    def asarray(self, x, dtype: str | None = None) -> torch.Tensor:
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(x))
+        return t.to(device=self.device, dtype=getattr(torch, dtype) if dtype else self.dtype)
+
+    to_numpy = staticmethod(TorchBackend.to_numpy)
+
+    def arange(self, start: int, stop: int) -> torch.Tensor:
+        return torch.arange(start, stop, device=self.device)
+
+    def normal(self, shape, keys, dtype=None) -> torch.Tensor:
+        """Row r drawn on the device from a generator seeded by ``keys[r]`` (see ``arrays.seed_of``)."""
+        out = torch.empty((len(keys), *shape), device=self.device, dtype=torch.float32)
+        for r, key in enumerate(keys):
+            out[r].normal_(generator=torch.Generator(device=self.device).manual_seed(seed_of(key)))
+        return out.to(dtype or self.dtype)
 
 
 # ---- layer capture -------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from ..errors import CapabilityError, UsageError
 from ..targets import Target
-from ._chunking import accumulate, auto_batch_size, run_rows
+from ._chunking import accumulate, accumulator, auto_batch_size, run_rows
 from ._common import Prepared, attribution, contrast_of, prepare, resolved, scores_of
 from ._gating import require
 from .base import Attribution, Method, register
@@ -45,8 +46,10 @@ class GradientMethod(Method):
                     other = res.contrast
                     runner = contrast_of(res, None if other is None or other.input_grad is None
                                          else self.from_grad(prep.x, other.input_grad))
-                else:
-                    values = self.attribute(handle, prep.x, prep.target, np.arange(len(prep.x)), opts)
+                else:  # many passes: in and out of the model's device once, around the loop
+                    ops = handle.ops
+                    values = ops.to_numpy(self.attribute(handle, ops.asarray(prep.x), prep.target.on(ops),
+                                                         ops.arange(0, len(prep.x)), opts))
                     runner = None
             if contrast and not self.single_pass:
                 res = handle.vjp(prep.x, prep.target, contrast=True)
@@ -59,9 +62,9 @@ class GradientMethod(Method):
     # ---- the steps a subclass overrides ------------------------------------------------------------
     single_pass: ClassVar[bool] = False  # True: values come from one input gradient via ``from_grad``
 
-    def attribute(self, handle, x: np.ndarray, target: Target, sample: np.ndarray,
-                  opts: dict[str, Any]) -> np.ndarray:
-        """Attributions of rows ``x`` for a target resolved on exactly those rows."""
+    def attribute(self, handle, x, target: Target, sample, opts: dict[str, Any]):
+        """Attributions of rows ``x`` for a target resolved on exactly those rows; ``x``, ``sample`` and
+        the result are ``handle.ops`` arrays (tensors on the model's device for PyTorch)."""
         return self.from_grad(x, input_gradient(handle, x, target))
 
     def from_grad(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
@@ -104,7 +107,7 @@ class Saliency(GradientMethod):
     absolute: ClassVar[bool] = True
 
     def from_grad(self, x, grad):
-        return np.abs(grad) if self.absolute else grad
+        return array_namespace(grad).abs(grad) if self.absolute else grad
 
 
 @register
@@ -214,23 +217,34 @@ class IntegratedGradients(GradientMethod):
                 "batch_size": None}
 
     def attribute(self, handle, x, target, sample, opts):
+        ops = handle.ops
+        xp = ops.xp
         alphas, weights = path_points(opts["integration"], opts["n_steps"])
+        alphas, weights = ops.asarray(alphas.astype(np.float32)), ops.asarray(weights, dtype="float64")
         base = self.baseline(handle, x, sample, opts)
         diff = x - base
-        total = np.zeros(x.shape, dtype=np.float64)
-        run_rows(len(x), len(alphas), auto_batch_size(x, opts["batch_size"], handle=handle),
-                 make_rows=lambda s, k: base[s] + alphas[k].astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-                 * diff[s],
+        total = accumulator(xp, x)
+        per_row = (-1,) + (1,) * (x.ndim - 1)
+        n = alphas.shape[0]
+        run_rows(ops, x.shape[0], n, auto_batch_size(x, opts["batch_size"], handle=handle),
+                 make_rows=lambda c: xp.take(base, c.sample, axis=0)
+                 + xp.reshape(xp.take(alphas, c.k), per_row) * xp.take(diff, c.sample, axis=0),
                  attribute=lambda rows, s: input_gradient(handle, rows, target.take(s)),
-                 reduce=lambda s, k, g: accumulate(total, s, weights[k], g))
-        return (total * diff).astype(x.dtype)
+                 reduce=lambda c, g: accumulate(xp, total, c, n, g, xp.take(weights, c.k)))
+        return total * xp.astype(diff, total.dtype)
 
     def baseline(self, handle, x, sample, opts):
-        return make_baseline(opts["baseline"], x, sample, handle.layout, sigma=opts["blur_sigma"],
-                             seed=opts["seed"])
+        """The baseline rows in ``x``'s arrays: zeros where ``x`` is; others are built in NumPy (one copy
+        each way per call, outside the chunk loop)."""
+        if isinstance(opts["baseline"], str) and opts["baseline"] == "zeros":
+            return array_namespace(x).zeros_like(x)
+        ops = handle.ops
+        return ops.asarray(make_baseline(opts["baseline"], ops.to_numpy(x), ops.to_numpy(sample), handle.layout,
+                                         sigma=opts["blur_sigma"], seed=opts["seed"]))
 
     def finish(self, handle, prep, values, opts):
-        base = self.baseline(handle, prep.x, np.arange(len(prep.x)), opts)
+        base = make_baseline(opts["baseline"], prep.x, np.arange(len(prep.x)), handle.layout,
+                             sigma=opts["blur_sigma"], seed=opts["seed"])
         gap = prep.scores - scores_of(handle, base, prep.target)
         delta = values.reshape(len(values), -1).astype(np.float64).sum(1) - gap
         # relative to the score change, but not blown up where f(x) and f(b) happen to coincide

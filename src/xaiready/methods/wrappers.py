@@ -5,21 +5,20 @@ the attributions are reduced to their mean (SmoothGrad, Smilkov et al. 2017,
 https://arxiv.org/abs/1706.03825), mean of squares (SmoothGrad-squared) or variance (VarGrad,
 Adebayo et al. 2018, https://arxiv.org/abs/1810.03307). ``sigma = noise_level * (max(x) - min(x))``
 per sample, as the SmoothGrad paper defines the noise level. The copies run in chunks and are reduced
-on the fly; each copy's noise comes from its own generator seeded by (seed, sample, copy), so neither
-the chunk size nor the rest of the batch can change it.
+on the fly, on the model's device; each copy's noise comes from its own generator seeded by (seed,
+sample, copy), so neither the chunk size nor the rest of the batch can change it. The generator is the
+framework's (PyTorch's on its device, NumPy's elsewhere), so the same seed draws different noise in
+different frameworks.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import UsageError
-from ._chunking import accumulate, auto_batch_size, run_rows
+from ._chunking import accumulate, accumulator, auto_batch_size, run_rows
 from .base import METHODS, register
 from .gradient import GradientMethod
 
@@ -54,58 +53,52 @@ class NoiseTunnel(GradientMethod):
         return {**info, "base": opts["base"].name, "n_samples": int(opts["n_samples"])}, warnings
 
     def attribute(self, handle, x, target, sample, opts):
+        ops = handle.ops
+        xp = ops.xp
         base, n = opts["base"], int(opts["n_samples"])
-        noise = self._noise(x, sample, opts)
-        total = np.zeros(x.shape, dtype=np.float64)
-        total_sq = np.zeros(x.shape, dtype=np.float64)
+        noise = self._noise(ops, x, sample, opts)
+        total, total_sq = accumulator(xp, x), accumulator(xp, x)
 
-        def reduce(s, k, a):
-            accumulate(total, s, 1.0, a)
-            accumulate(total_sq, s, 1.0, np.square(a, dtype=np.float64))
+        def reduce(c, a):
+            accumulate(xp, total, c, n, a)
+            a = xp.astype(a, total.dtype)
+            accumulate(xp, total_sq, c, n, a * a)
 
-        run_rows(len(x), n, auto_batch_size(x, opts["batch_size"], handle=handle),
-                 make_rows=lambda s, k: np.add(noise(s, k), x[s], dtype=x.dtype),
-                 attribute=lambda rows, s: base.attribute(handle, rows, target.take(s), sample[s],
+        run_rows(ops, x.shape[0], n, auto_batch_size(x, opts["batch_size"], handle=handle),
+                 make_rows=lambda c: xp.take(x, c.sample, axis=0) + noise(c),
+                 attribute=lambda rows, s: base.attribute(handle, rows, target.take(s), xp.take(sample, s, axis=0),
                                                           opts["base_options"]),
                  reduce=reduce)
-        return self.reduce(total / n, total_sq / n).astype(x.dtype)
+        return self.reduce(total / n, total_sq / n)
 
-    def _noise(self, x, sample, opts):
+    def _noise(self, ops, x, sample, opts):
+        """``noise(chunk)``: the chunk's noise rows, drawn where the model runs. Each copy's noise comes
+        from a generator seeded by (seed, sample, copy), so neither the chunk size nor the rest of the
+        batch changes it; the sample ids are read once per call, before the loop."""
+        xp = ops.xp
         given = opts["noise"]
         n = int(opts["n_samples"])
         if given is not None:
-            given = np.asarray(given, dtype=x.dtype)
-            if given.shape != (len(x), n) + x.shape[1:]:
+            given = np.asarray(given)
+            if given.shape != (x.shape[0], n) + tuple(x.shape[1:]):
                 raise UsageError(f"noise of shape {given.shape} must be (N, n_samples, ...) = "
-                                 f"{(len(x), n) + x.shape[1:]}")
-            return lambda s, k: given[s, k]
-        flat = x.reshape(len(x), -1)
-        sigma = (float(opts["noise_level"]) * (flat.max(1) - flat.min(1))).astype(np.float32)
+                                 f"{(x.shape[0], n) + tuple(x.shape[1:])}")
+            flat = ops.asarray(given.reshape((-1,) + given.shape[2:]))
+            return lambda c: xp.take(flat, c.index, axis=0)
+        rows = xp.reshape(x, (x.shape[0], -1))
+        sigma = float(opts["noise_level"]) * (xp.max(rows, axis=1) - xp.min(rows, axis=1))
+        ids = ops.to_numpy(sample).tolist()
         seed = int(opts["seed"])
-        shape = x.shape[1:]
+        per_row = (-1,) + (1,) * (x.ndim - 1)
 
-        # One generator per (sample, copy), seeded by both: the noise cannot depend on the chunking or
-        # on the rest of the batch, and rows fill in parallel (NumPy releases the GIL while filling).
-        def draw(s, k):
-            noise = np.empty((len(s),) + shape, dtype=np.float32)
-
-            def fill(r):
-                rng = np.random.default_rng([seed, int(sample[s[r]]), int(k[r])])
-                rng.standard_normal(out=noise[r], dtype=np.float32)
-                noise[r] *= sigma[s[r]]
-
-            list(_pool().map(fill, range(len(s))))
-            return noise
+        def draw(c):
+            keys = [(seed, int(ids[r // n]), r % n) for r in range(c.start, c.stop)]
+            return ops.normal(tuple(x.shape[1:]), keys, dtype=x.dtype) * xp.reshape(xp.take(sigma, c.sample), per_row)
 
         return draw
 
     def reduce(self, mean: np.ndarray, mean_sq: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="xaiready-noise")
 
 
 def _base_method(base) -> GradientMethod:

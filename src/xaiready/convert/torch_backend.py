@@ -32,11 +32,12 @@ class ConvertedTorchBackend(TorchBackend):
                 return torch.cat([super(ConvertedTorchBackend, self)._run(c) for c in xt.split(fixed)])
             return super()._run(xt)
 
-    def vjp(self, x, target, *, layers=(), input_grad=True):
-        """Layer captures keep only a module's last call, so with layers each chunk is its own pass."""
+    def vjp(self, x, target, *, layers=(), input_grad=True, contrast=False):
+        """Layer captures keep only a module's last call, so with layers each chunk is its own pass (and
+        gives no contrast: the class check then re-explains)."""
         fixed = self.fixed_batch
         if not layers or not fixed or x.shape[0] <= fixed or x.shape[0] % fixed:
-            return super().vjp(x, target, layers=layers, input_grad=input_grad)
+            return super().vjp(x, target, layers=layers, input_grad=input_grad, contrast=contrast)
         if not target.resolved and target.framework_fn is None:
             target = target.resolve(self.forward(x), channel_axis=1)
         parts = [super(ConvertedTorchBackend, self).vjp(x[i:i + fixed], target.take(np.arange(i, i + fixed)),

@@ -16,15 +16,18 @@ from .targets import Target
 
 
 def load(path: str | Path, arch: str | None = None, trust: bool = False, *, arch_kwargs=None,
-         imports: Sequence[str] = (), output: str | int | None = None, convert: bool = True, **options) -> ModelHandle:
+         imports: Sequence[str] = (), output: str | int | None = None, convert: bool = True,
+         device: str | None = None, **options) -> ModelHandle:
     """Load a model file or folder by content; see ``xaiready.formats.load``.
 
     ``convert=False`` keeps inference-only formats (ONNX) as they are instead of converting them to a
-    verified differentiable model."""
+    verified differentiable model. ``device`` (cpu, cuda, cuda:N, auto) is where the model runs; by
+    default where its framework puts it (the CPU for PyTorch)."""
     from .formats.load import load as _load
 
-    return _load(path, arch=arch, arch_kwargs=arch_kwargs, trust=trust, imports=imports, output=output,
-                 convert=convert, **options)
+    handle = _load(path, arch=arch, arch_kwargs=arch_kwargs, trust=trust, imports=imports, output=output,
+                   convert=convert, **options)
+    return handle if device is None else handle.to_device(device)
 
 
 def as_handle(model: Any, *, output: str | int | None = None) -> ModelHandle:

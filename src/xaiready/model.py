@@ -42,6 +42,19 @@ class ModelHandle:
     def framework(self) -> str:
         return self.backend.framework
 
+    def to_device(self, spec: str) -> ModelHandle:
+        """Run the model on ``spec`` (cpu, cuda, cuda:N or auto; see ``xaiready.devices``); in place."""
+        move = getattr(self.backend, "to_device", None)
+        if move is None:
+            from .errors import UsageError
+
+            raise UsageError(f"a {self.framework} model cannot change device", hint="drop --device")
+        self.notes.append(f"device: {move(spec)}")
+        reference = getattr(self, "reference", None)  # a converted model's original runs beside it
+        if reference is not None and reference is not self:
+            reference.to_device(spec)
+        return self
+
     @property
     def ops(self):
         """Where the backend keeps arrays during a method's passes (``backends.arrays``)."""

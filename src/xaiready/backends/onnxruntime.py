@@ -82,6 +82,25 @@ class OnnxRuntimeBackend:
     def session(self):
         return nullcontext(self)
 
+    def to_device(self, spec: str) -> str:
+        """ONNX Runtime's CUDA provider for a GPU (where this onnxruntime build has it), else the CPU's."""
+        import onnxruntime as ort
+
+        from ..devices import no_gpu, parse_device
+
+        kind, index = parse_device(spec)
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if kind == "auto":
+            kind = "cuda" if has_cuda else "cpu"
+        if kind == "cuda" and not has_cuda:
+            raise no_gpu(spec, "ONNX Runtime (this build has no CUDA provider)", 0)
+        if kind == "cpu":
+            self.sess.set_providers(["CPUExecutionProvider"])
+            return "cpu"
+        self.sess.set_providers(["CUDAExecutionProvider", "CPUExecutionProvider"],
+                                [{"device_id": index or 0}, {}])
+        return f"cuda:{index or 0}"
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=_NUMPY_TYPES.get(self.input.dtype, np.float32))
         fixed = self.input.fixed_batch

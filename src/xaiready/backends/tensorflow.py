@@ -56,6 +56,7 @@ class TensorFlowBackend:
         self.keep_alive = None  # e.g. the loaded SavedModel object that owns a signature's variables
         self._depth = 0
         self._override_fn = None  # compiled graphs under a ReLU override: the re-imported copy
+        self.device = None  # --device: where the model's ops are placed (None: TensorFlow's default)
 
     # ---- context ---------------------------------------------------------------------------------------
     @contextmanager
@@ -80,7 +81,24 @@ class TensorFlowBackend:
     def to_tensor(self, x: np.ndarray) -> tf.Tensor:
         return tf.convert_to_tensor(np.ascontiguousarray(x), dtype=self.input_dtype())
 
+    def to_device(self, spec: str) -> str:
+        """Place the model's ops on the CPU or a visible GPU (TensorFlow's own device names)."""
+        from ..devices import no_gpu, parse_device
+
+        kind, index = parse_device(spec)
+        seen = len(tf.config.list_logical_devices("GPU"))
+        if kind == "auto":
+            kind = "cuda" if seen else "cpu"
+        if kind == "cuda" and (index or 0) >= seen:
+            raise no_gpu(spec, "TensorFlow", seen)
+        self.device = "/CPU:0" if kind == "cpu" else f"/GPU:{index or 0}"
+        return self.device
+
     def _call(self, xt):
+        with tf.device(self.device):
+            return self._call_here(xt)
+
+    def _call_here(self, xt):
         if self._override_fn is not None:
             return self._override_fn(xt)
         if self.kind == "keras":

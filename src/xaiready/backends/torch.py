@@ -242,6 +242,20 @@ class TorchBackend:
         with self.session():
             return locate(self, x, target)
 
+    def to_device(self, spec: str) -> str:
+        """Move the model to ``spec`` (``devices``); returns the device it is on."""
+        from ..devices import no_gpu, parse_device
+
+        kind, index = parse_device(spec)
+        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if kind == "auto":
+            kind, index = ("cuda", None) if seen else ("cpu", None)
+        if kind == "cuda" and (seen == 0 or (index or 0) >= seen):
+            raise no_gpu(spec, "PyTorch", seen)
+        device = torch.device(kind if index is None else f"{kind}:{index}")
+        self.module.to(device)
+        return str(device)
+
     @property
     def on_accelerator(self) -> bool:
         """True when the model runs on a GPU: explainers may then use larger chunks of rows."""

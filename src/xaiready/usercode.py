@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import MissingCodeError, UsageError
+from .errors import MissingCodeError, UsageError, XaiReadyError
 
 _imported: list[ModuleType] = []
 
@@ -63,7 +63,17 @@ def find_class(module: str, name: str) -> Any | None:
 
 
 def build_arch(spec: str, kwargs_json: str | dict | None = None):
-    """Instantiate ``MODULE:CLASS`` or ``path/file.py:CLASS`` with keyword arguments."""
+    """Instantiate ``MODULE:CLASS`` or ``path/file.py:CLASS`` with keyword arguments.
+
+    ``CLASS`` may be any callable that returns the model: a class, or a factory of an installed module
+    (``timm:create_model`` with ``{"model_name": "resnet18"}``, ``torchvision.models:resnet18``). A
+    transformers model class gets its config from the keyword arguments
+    (``transformers:ViTForImageClassification`` with ``{"config": {...}}``, or the config's fields
+    directly), an Auto class too (``{"config": {"model_type": "vit", ...}}``).
+
+    None of this needs ``--trust``: ``--trust`` guards against code carried by the *model file*. A
+    module installed in the environment, or a ``.py`` file the user names, is the user's own code,
+    chosen on the command line; the model file only supplies tensors to it."""
     target, sep, cls_name = spec.rpartition(":")
     if not sep or not target or not cls_name:
         raise UsageError(f"--arch '{spec}' is not MODULE:CLASS or FILE.py:CLASS",
@@ -82,7 +92,45 @@ def build_arch(spec: str, kwargs_json: str | dict | None = None):
     if not isinstance(kwargs, dict):
         raise UsageError("--arch-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
     try:
-        return factory(**kwargs)
+        hub = _transformers_build(factory, kwargs)
+        return hub() if hub is not None else factory(**kwargs)
+    except XaiReadyError:
+        raise
     except Exception as exc:  # the user's constructor; report it in one line
         raise MissingCodeError(f"building {spec}(**{kwargs}) failed: {type(exc).__name__}: {exc}",
                                hint="check --arch-kwargs") from exc
+
+
+def _transformers_build(factory, kwargs: dict):
+    """How to build a transformers model class or Auto class from JSON keyword arguments, or None.
+
+    ``Cls(config)`` is how transformers builds a model at random weights: the config comes from
+    ``kwargs["config"]`` (a dict, or a config object from Python) or, without that key, from all of
+    ``kwargs``. An Auto class builds from ``AutoConfig.for_model(model_type, ...)``, never with remote
+    code. transformers is looked up, not imported: a factory of its own has imported it already."""
+    transformers = sys.modules.get("transformers")
+    if transformers is None or not isinstance(factory, type):
+        return None
+    base = getattr(transformers, "PreTrainedModel", None)
+    if "config" in kwargs:
+        given, rest = kwargs["config"], {k: v for k, v in kwargs.items() if k != "config"}
+    else:
+        given, rest = dict(kwargs), {}
+    if isinstance(base, type) and issubclass(factory, base):
+        if isinstance(given, dict):
+            fields = {k: v for k, v in given.items() if k != "model_type"}
+            config = factory.config_class(**fields)
+        else:
+            config = given
+        return lambda: factory(config, **rest)
+    if hasattr(factory, "from_config") and hasattr(factory, "_model_mapping"):  # AutoModel* classes
+        if isinstance(given, dict):
+            if not isinstance(given.get("model_type"), str):
+                raise UsageError(f"{factory.__name__} needs the config's model_type, e.g. "
+                                 '{"config": {"model_type": "vit", ...}}')
+            fields = {k: v for k, v in given.items() if k != "model_type"}
+            config = transformers.AutoConfig.for_model(given["model_type"], **fields)
+        else:
+            config = given
+        return lambda: factory.from_config(config, trust_remote_code=False, **rest)
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import UsageError
 
@@ -18,6 +19,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, short_graph_names: bool =
     p.add_argument("--trust", action="store_true",
                    help="allow formats that run code from the file (pickled modules, TorchScript)")
     p.add_argument("--output", metavar="NAME|INDEX", help="which output to explain, for dict/tuple outputs")
+    p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",
+                   help="where the model runs (default: the framework's default, the CPU for PyTorch)")
     p.add_argument("--signature", metavar="NAME", help="SavedModel signature to call (default: serving_default)")
     short = short_graph_names
     p.add_argument("--graph-inputs", *(["--inputs"] if short else []), dest="inputs", metavar="NAME",
@@ -84,6 +87,7 @@ def load_model(args):
         output = int(output)
     return load(args.model, arch=args.arch, arch_kwargs=args.arch_kwargs, trust=args.trust,
                 imports=args.imports, output=output, convert=getattr(args, "convert", True),
+                device=getattr(args, "device", None),
                 **{k: getattr(args, k) for k in ("signature", "inputs", "outputs") if getattr(args, k, None)})
 
 
@@ -100,9 +104,47 @@ def read_input(args, handle):
         resize = _floats(args.resize, "--resize")
         opts = ImageOptions(resize=tuple(int(v) for v in resize) if resize else None,
                             mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
-        return handle.as_input(_read(args.input, layout=handle.layout, image=opts))
+        is_image = Path(args.input).suffix.lower() in (".png", ".jpg", ".jpeg")
+        opts = carried_options(handle, opts) if is_image else opts
+        x = handle.as_input(_read(args.input, layout=handle.layout, image=opts))
+        if not is_image:
+            warn_unnormalised(handle, x)
+        return x
     shape = parse_shape(args.input_shape) if args.input_shape else None
     return prepare_input(handle, None, shape)
+
+
+def carried_options(handle, opts):
+    """Image options the user left out, filled from the preprocessing the model carries (timm's
+    pretrained_cfg, a preprocessor_config.json); what was used goes into the report's notes."""
+    from dataclasses import replace
+
+    carried = getattr(handle, "preprocessing", None)
+    if not carried:
+        return opts
+    used = {}
+    if opts.mean is None and carried.get("mean") and opts.std is None and carried.get("std"):
+        used.update(mean=tuple(carried["mean"]), std=tuple(carried["std"]))
+    size = carried.get("input_size")
+    if opts.resize is None and size:
+        used["resize"] = tuple(int(v) for v in size[-2:])
+    if used:
+        handle.notes.append("image preprocessed with the model's own " + ", ".join(f"{k} {list(v)}" for k, v in
+                            used.items()) + f" (from {carried.get('source', 'the model')}; "
+                            "--mean/--std/--resize override)")
+    return replace(opts, **used)
+
+
+def warn_unnormalised(handle, x) -> None:
+    """A model that carries a mean/std normalisation, fed an array that looks like raw pixels."""
+    carried = getattr(handle, "preprocessing", None)
+    if not carried or not carried.get("std") or x.size == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi > 0.5:  # normalised inputs are centred near 0; raw pixels are all >= 0
+        handle.notes.append(f"the input's values lie in [{lo:.3g}, {hi:.3g}], but the model expects images "
+                            f"normalised with mean {list(carried['mean'])} and std {list(carried['std'])}; "
+                            "explanations of unnormalised inputs can mislead")
 
 
 def make_target(args):

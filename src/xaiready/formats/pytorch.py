@@ -32,38 +32,103 @@ _RUNS_CODE = {"pytorch-eager", "pytorch-pickle", "pytorch-legacy-tar", "pickle",
 def load(sniffed: Sniffed, *, arch: str | None, arch_kwargs, trust: bool, output, **_) -> ModelHandle:
     torch = import_optional("torch")
     from ..backends.torch import TorchBackend
+    from .carried import torch_handle
 
     path, fmt = sniffed.path, sniffed.format
+    refuse_untrusted(sniffed, trust)
+    if fmt == "torchscript":
+        return _load_torchscript(torch, TorchBackend, path, arch, arch_kwargs, output)
+    obj = read_weights(torch, sniffed, trust)
+    module = _find_module(torch, obj)
+    if module is not None:
+        return torch_handle(module, Source(str(path), "pytorch-eager", "torch"), output=output)
+    state = _find_state_dict(torch, obj, path, fmt)
+    if arch is None:
+        raise MissingCodeError("the file holds weights only (a state dict), not the architecture",
+                               path=str(path), format="pytorch-state-dict",
+                               hint="pass --arch MODULE:CLASS or --arch file.py:CLASS (and --arch-kwargs JSON)")
+    module = build_torch_arch(torch, arch, arch_kwargs, path, fmt)
+    module, notes = fit_weights(torch, module, state, path, fmt)
+    return torch_handle(module, Source(str(path), "pytorch-state-dict", "torch"), output=output,
+                        notes=notes + output_notes(module, output))
+
+
+def refuse_untrusted(sniffed: Sniffed, trust: bool) -> None:
+    """Formats whose loading runs code from the file need ``trust``: refused here otherwise (exit 4)."""
+    fmt = sniffed.format
     if fmt in _RUNS_CODE and not trust:
         what = ("runs the archive's scripted code (e.g. __setstate__) at load time" if fmt == "torchscript"
                 else "unpickles Python objects, which can run any code")
         raise UntrustedError(f"loading this {sniffed.name} {what}"
                              + (f"; {sniffed.detail}" if sniffed.detail and fmt != "torchscript" else ""),
-                             path=str(path), format=fmt,
+                             path=str(sniffed.path), format=fmt,
                              hint="pass --trust only if you trust its author; a state dict or safetensors "
                                   "file with --arch loads without trust")
-    if fmt == "torchscript":
-        return _load_torchscript(torch, TorchBackend, path, arch, arch_kwargs, output)
-    if fmt == "safetensors":
-        state = _load_safetensors(path)
-    elif fmt == "pytorch-state-dict":
-        state = _safe_torch_load(torch, path, fmt)
-    else:
-        obj = _trusted_torch_load(torch, sniffed)
-        module = _find_module(torch, obj)
-        if module is not None:
-            return ModelHandle(TorchBackend(module, output=output, kind="eager"),
-                               Source(str(path), "pytorch-eager", "torch"))
-        state = obj
-    state = _find_state_dict(torch, state, path, fmt)
-    if arch is None:
-        raise MissingCodeError("the file holds weights only (a state dict), not the architecture",
-                               path=str(path), format="pytorch-state-dict",
-                               hint="pass --arch MODULE:CLASS or --arch file.py:CLASS (and --arch-kwargs JSON)")
+
+
+def read_weights(torch, sniffed: Sniffed, trust: bool):
+    """What a weights file holds: safetensors and plain state dicts safely, pickles only with ``trust``.
+
+    Returns the loaded object (a tensor dict, a checkpoint dict or a pickled module); TorchScript is
+    not read here."""
+    refuse_untrusted(sniffed, trust)
+    if sniffed.format == "safetensors":
+        return _load_safetensors(sniffed.path)
+    if sniffed.format == "pytorch-state-dict":
+        return _safe_torch_load(torch, sniffed.path, sniffed.format)
+    if sniffed.format in _RUNS_CODE - {"torchscript"}:
+        return _trusted_torch_load(torch, sniffed)
+    raise CorruptError(f"content is {sniffed.name}, not weights (safetensors or a torch state dict)",
+                       path=str(sniffed.path), format=sniffed.format, hint="re-save the weights")
+
+
+def build_torch_arch(torch, arch: str, arch_kwargs, path, fmt: str):
+    """``--arch`` built (a class, or any factory returning a module), checked to be a torch.nn.Module."""
     module = build_arch(arch, arch_kwargs)
-    notes = load_weights(torch, module, state, path, fmt)
-    return ModelHandle(TorchBackend(module, output=output, kind="eager"),
-                       Source(str(path), "pytorch-state-dict", "torch"), notes=notes)
+    if not isinstance(module, torch.nn.Module):
+        raise MissingCodeError(f"--arch {arch} returned a {type(module).__name__}, not a torch.nn.Module",
+                               path=str(path), format=fmt,
+                               hint="name a class or factory that builds the PyTorch model")
+    return module
+
+
+def fit_weights(torch, module, state: dict, path, fmt: str):
+    """``state`` loaded into ``module``: strictly by key, or, for a transformers model whose checkpoint
+    keys differ from its module names (transformers 5 renames them on save), through transformers' own
+    key conversion. Returns the module (a new one in the second case) and notes."""
+    pretrained = _transformers_model_class(module)
+    if pretrained is None or _same_keys(module, state):
+        return module, load_weights(torch, module, state, path, fmt)
+    from .hf_build import from_state_dict
+
+    rebuilt, notes = from_state_dict(type(module), module.config, state, path=path, fmt=fmt)
+    return rebuilt, ["checkpoint names differ from the module's: weights placed by transformers' own key "
+                     "conversion (as from_pretrained does)"] + notes
+
+
+def _transformers_model_class(module):
+    import sys
+
+    transformers = sys.modules.get("transformers")  # only a transformers model can be one: never import it
+    base = getattr(transformers, "PreTrainedModel", None) if transformers is not None else None
+    return base if isinstance(base, type) and isinstance(module, base) else None
+
+
+def _same_keys(module, state: dict) -> bool:
+    keys = {k.removeprefix("module.") for k in state}
+    return keys == set(module.state_dict())
+
+
+def output_notes(module, output) -> list[str]:
+    """How the output of a transformers model (a ModelOutput, dict-like) is chosen, for the report."""
+    if output is not None or _transformers_model_class(module) is None:
+        return []
+    name = type(module).__name__
+    if "For" in name:
+        return [f"{name} returns a transformers ModelOutput: its 'logits' entry is explained "
+                "(--output NAME picks another)"]
+    return [f"{name} is a base model without a task head: its outputs (e.g. last_hidden_state, pooler_output) "
+            "need --output NAME"]
 
 
 def _safe_torch_load(torch, path: Path, fmt: str):
@@ -212,7 +277,7 @@ def _load_torchscript(torch, TorchBackend, path: Path, arch, arch_kwargs, output
                             Source(str(path), "torchscript", "torch"))
     if arch is None:
         return reference
-    module = build_arch(arch, arch_kwargs)
+    module = build_torch_arch(torch, arch, arch_kwargs, path, "torchscript")
     try:
         notes = load_weights(torch, module, scripted.state_dict(), path, "torchscript")
     except ArchMismatchError:

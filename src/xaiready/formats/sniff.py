@@ -26,7 +26,7 @@ NAMES = {
     "torchscript": "TorchScript", "safetensors": "safetensors", "onnx": "ONNX", "keras": "Keras v3",
     "keras-h5": "Keras HDF5", "tf-savedmodel": "TF SavedModel", "tf-graphdef": "TF GraphDef",
     "pickle": "Python pickle", "png": "PNG image", "jpeg": "JPEG image", "npy": "NumPy array",
-    "zip": "zip archive",
+    "zip": "zip archive", "huggingface": "Hugging Face model folder",
 }
 _EXTENSIONS = {
     ".pt": "PyTorch", ".pth": "PyTorch", ".bin": "PyTorch", ".ckpt": "PyTorch", ".onnx": "ONNX",
@@ -90,9 +90,14 @@ def _sniff(path: Path) -> Sniffed:
                 raise CorruptError("saved_model.pb is empty, truncated or holds no meta graph", path=str(path),
                                    format="tf-savedmodel", hint="re-export the SavedModel")
             return Sniffed("tf-savedmodel", path)
-        raise UnsupportedError("the folder holds no recognised model (no saved_model.pb)", path=str(path),
-                               hint="pass a model file, or a SavedModel folder")
+        if (path / "config.json").is_file():
+            return sniff_hub_folder(path)
+        raise UnsupportedError("the folder holds no recognised model (no saved_model.pb, no config.json)",
+                               path=str(path), hint="pass a model file, a SavedModel folder or a Hugging Face "
+                                                    "save_pretrained folder")
     if path.name == "saved_model.pb":  # the file inside a SavedModel folder names the folder
+        return sniff(path.parent)
+    if path.name == "config.json" and hub_weight_files(path.parent):  # names its Hugging Face folder
         return sniff(path.parent)
     size = path.stat().st_size
     if size == 0:
@@ -127,6 +132,74 @@ def _sniff(path: Path) -> Sniffed:
                            hint="re-export or re-copy the model")
     raise UnsupportedError(f"unrecognised content (first bytes {head[:8].hex(' ')})", path=str(path),
                            hint="xaiready reads PyTorch, TorchScript, safetensors, ONNX, Keras and TF files")
+
+
+# ---- Hugging Face folders: save_pretrained (transformers) and save_for_hf / push_to_hub (timm) ------------
+HUB_CONFIG_MAX_BYTES = 16 * 1024 * 1024  # a model config is kilobytes; this only stops a huge file being read
+# Weight files in the order transformers prefers them: safetensors first, a pickle only without one.
+HUB_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def hub_weight_files(folder: Path) -> list[str]:
+    """The weight files of a Hugging Face folder present, by name, best first (none: not such a folder)."""
+    return [n for n in HUB_WEIGHTS if (folder / n).is_file()]
+
+
+def check_inside(folder: Path, path: Path, fmt: str = "huggingface") -> Path:
+    """``path`` (a file of ``folder``), refused when a link takes it outside the folder.
+
+    The one exception is the Hugging Face cache's own layout, where each file of
+    ``models--org--name/snapshots/REV/`` links to ``models--org--name/blobs/``."""
+    real, root = path.resolve(), folder.resolve()
+    if real.is_relative_to(root):
+        return path
+    if folder.parent.name == "snapshots" and real.is_relative_to((folder.parent.parent / "blobs").resolve()):
+        return path
+    raise UnsafePathError(f"{path.name} links to {real}, outside the model's folder", path=str(folder), format=fmt,
+                          hint="copy the files into the folder; links out of it are not followed")
+
+
+def read_hub_json(path: Path, fmt: str = "huggingface") -> dict:
+    """A JSON object from a small config file of a Hugging Face folder; nothing in it is executed."""
+    check_inside(path.parent, path, fmt)
+    size = path.stat().st_size
+    if size > HUB_CONFIG_MAX_BYTES:
+        raise ResourceError(f"{path.name} is {size} bytes; a model config is a few kilobytes",
+                            path=str(path), format=fmt, hint="the file is damaged or hostile")
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptError(f"{path.name} is not valid JSON ({exc})", path=str(path), format=fmt,
+                           hint="re-save the model with save_pretrained") from exc
+    if not isinstance(value, dict):
+        raise CorruptError(f"{path.name} holds a JSON {type(value).__name__}, not an object", path=str(path),
+                           format=fmt, hint="re-save the model with save_pretrained")
+    return value
+
+
+def hub_library(config: dict) -> str | None:
+    """'transformers' or 'timm' from a config.json's keys, or None when it is neither's."""
+    if isinstance(config.get("model_type"), str) or isinstance(config.get("architectures"), list):
+        return "transformers"
+    if isinstance(config.get("architecture"), str):  # timm's save_for_hf / push_to_hf_hub
+        return "timm"
+    return None
+
+
+def sniff_hub_folder(path: Path) -> Sniffed:
+    config = read_hub_json(path / "config.json")
+    library = hub_library(config)
+    if library is None:
+        raise UnsupportedError("the folder's config.json is neither a transformers config (no model_type or "
+                               "architectures) nor a timm one (no architecture)", path=str(path),
+                               format="huggingface", hint="pass a model file, or a save_pretrained folder")
+    weights = hub_weight_files(path)
+    if not weights:
+        raise CorruptError(f"the {library} folder has a config.json but no weights (looked for "
+                           f"{', '.join(HUB_WEIGHTS)})", path=str(path), format="huggingface",
+                           hint="save the model with save_pretrained (safe_serialization) into this folder")
+    name = config.get("model_type") if library == "transformers" else config.get("architecture")
+    return Sniffed("huggingface", path, detail=f"{library} {name or ''}".strip(), members=weights)
 
 
 # ---- zip archives: torch.save, TorchScript, Keras v3 -----------------------------------------------------

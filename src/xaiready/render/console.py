@@ -27,5 +27,7 @@ def print_report(report, console: Console | None = None) -> None:
                                                if g.get("break") else ""))
     console.print(f"cam: {cam['status']}" + (f", default layer '{cam['default_layer']}' of {len(cam['layers'])}"
                                              if cam["status"] == "ok" else f" ({cam['reason']})"))
+    for note in report.context.get("notes") or []:  # what loading decided or guessed (output, preprocessing)
+        console.print(f"note: {note}", markup=False)
     verdict = report.verdict
     console.print(f"verdict: [{_VERDICT_STYLE.get(verdict, 'bold')}]{verdict}[/]")

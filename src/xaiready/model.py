@@ -94,6 +94,17 @@ class ModelHandle:
             return self.backend.vjp(x, target, layers=layers, input_grad=input_grad, contrast=True)
         return self.backend.vjp(x, target, layers=layers, input_grad=input_grad)
 
+    def attention(self, x: np.ndarray, target: Target):
+        """The model's attention probabilities on ``x`` and their gradients (backends that can find them)."""
+        find = getattr(self.backend, "attention", None)
+        if find is None:
+            from .errors import CapabilityError
+
+            raise CapabilityError(f"attention maps cannot be read from a {self.framework} model",
+                                  path=self.source.path, format=self.source.format,
+                                  hint="attention rollout needs a PyTorch model (eager)")
+        return find(x, target)
+
     def layers(self) -> LayerAccess:
         return self.backend.layers()
 

@@ -204,6 +204,14 @@ class TorchBackend:
         return GradResult(output=out_np, scores=scores, input_grad=None, score_in_graph=False, target=target,
                           grad_mode_error=first_line(exc.__cause__ or exc))
 
+    def attention(self, x: np.ndarray, target: Target):
+        """Every attention-probability tensor of one forward, with its gradient of the target's score
+        (``torch_attention``); for attention-aware methods such as gradient-weighted rollout."""
+        from . import torch_attention
+
+        with self.session():
+            return torch_attention.attention_vjp(self, x, target)
+
     def observe(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         """The named layers' outputs on one forward without gradients (for layout measurement)."""
         with self.session(), torch.no_grad(), _capture(self.module, layers) as captured:

@@ -102,6 +102,12 @@ class ResourceError(XaiReadyError):
     kind = "too-large"
 
 
+class DeviceMemoryError(ResourceError):
+    """The device ran out of memory for one pass; chunked methods retry with fewer rows."""
+
+    kind = "device-memory"
+
+
 class InputError(XaiReadyError):
     exit_code = 6
     kind = "input"

@@ -97,3 +97,20 @@ def check_built_input(shape, itemsize: int = 4, *, what: str = "the input", path
         raise ResourceError(f"{what} {dims} needs {size} bytes ({_mib(size)}), over the input limit of {limit} "
                             f"bytes ({_mib(limit)})", path=path, format=fmt,
                             hint="use a smaller shape, or raise the limit with --max-input-mb")
+
+
+def available_memory() -> int:
+    """The host's available memory in bytes (Linux MemAvailable; else free pages; 4 GiB if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import torch.nn as nn
 
 import xaiready as xr
@@ -79,3 +80,42 @@ def test_smoothgrad_noise_level_is_a_fraction_of_the_input_range(rng):
     again = xr.explain(Square(), x, "vargrad", Regression(0), base="gradient", n_samples=400, noise_level=level,
                        verify=False).values
     np.testing.assert_array_equal(var, again)  # seeded
+
+
+class _FitsThreeRows(torch.nn.Module):
+    """Raises torch's own out-of-memory error for batches over 3 rows, as a full device would."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 4))
+
+    def forward(self, x):
+        if x.shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.net(x)
+
+
+def test_a_chunk_that_runs_out_of_memory_is_retried_smaller():
+    import xaiready as xr
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    model = _FitsThreeRows().eval()
+    backed_off = xr.explain(model, x, "integrated-gradients", Class(1), n_steps=8, batch_size=16, sanity="off",
+                            verify=False)
+    small = xr.explain(model, x, "integrated-gradients", Class(1), n_steps=8, batch_size=2, sanity="off",
+                       verify=False)
+    np.testing.assert_allclose(backed_off.values, small.values, rtol=1e-6)
+    with pytest.raises(xr.errors.DeviceMemoryError):  # one row that does not fit is the user's to solve
+        xr.explain(model, np.repeat(x, 2, axis=0), "saliency", Class(1), sanity="off", verify=False)
+
+
+def test_activation_memory_per_row_is_measured():
+    """A linear layer keeps its input row for the weight gradient: 4 bytes per input value and row."""
+    from xaiready.api import as_handle
+    from xaiready.methods._chunking import auto_batch_size
+
+    handle = as_handle(torch.nn.Sequential(torch.nn.Linear(100, 10)))
+    assert handle.backend.activation_bytes(np.zeros((1, 100), np.float32)) == 400
+    x = np.zeros((4, 100), np.float32)
+    assert 1 <= auto_batch_size(x, handle=handle) <= 8

@@ -15,7 +15,7 @@ import torch
 from array_api_compat import torch as torch_xp
 from torch.overrides import TorchFunctionMode
 
-from ..errors import InputError, UsageError, first_line
+from ..errors import DeviceMemoryError, InputError, UsageError, first_line
 from ..targets import Target, runner_up
 from .arrays import seed_of
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
@@ -118,6 +118,9 @@ class TorchBackend:
             return self._select(self.module(xt))
         except (UsageError, InputError):
             raise
+        except torch.OutOfMemoryError as exc:
+            raise DeviceMemoryError(f"{self.ops.device} ran out of memory for a batch of {xt.shape[0]}",
+                                    hint="pass a smaller --batch-size, or free the device") from exc
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:  # models assert shapes
             first = first_line(exc)
             raise InputError(f"the model could not run on an input of shape {tuple(xt.shape)}: {first}",
@@ -263,6 +266,32 @@ class TorchBackend:
         device = torch.device(kind if index is None else f"{kind}:{index}")
         self.module.to(device)
         return str(device)
+
+    def activation_bytes(self, x: np.ndarray) -> int:
+        """Bytes a forward keeps for its backward per row of ``x``'s shape, measured: what autograd saves
+        on a pass of two rows minus a pass of one (the weights it saves cancel out)."""
+        def saved(rows: int) -> int:
+            total = 0
+
+            def pack(t):
+                nonlocal total
+                total += t.numel() * t.element_size()
+                return t
+
+            with self.session(), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                self._run(self.to_tensor(np.repeat(x[:1], rows, axis=0), requires_grad=True))
+            return total
+
+        return max(0, saved(2) - saved(1))
+
+    def free_memory(self) -> int:
+        """Free bytes where the model runs: the GPU's (CUDA), else the host's available memory."""
+        device = self.ops.device
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        from ..limits import available_memory
+
+        return available_memory()
 
     @property
     def on_accelerator(self) -> bool:

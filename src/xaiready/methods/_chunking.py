@@ -10,6 +10,7 @@ copy between host and device.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,33 +18,52 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from ..errors import UsageError
+from ..errors import DeviceMemoryError, UsageError
 
 # The automatic chunk: the caller's own batch (one ordinary pass of it is known to fit, since the
 # target was resolved on it), raised to MIN_ROWS for tiny batches so per-pass overhead is amortized,
-# and capped so a chunk's inputs stay under ELEMENT_BUDGET values. On CPU, larger chunks are not
-# faster per image (measured: Captum's internal_batch_size 50 is 1.3x slower than 8 on resnet18), so
-# there is no reason to go higher; on a GPU, 32 rows were fastest in bench/bench_explain.py.
+# and capped twice: a chunk's inputs stay under ELEMENT_BUDGET values, and what its forward keeps for
+# the backward (measured per row by the backend) stays under MEMORY_SHARE of the device's free
+# memory. On CPU, larger chunks are not faster per image (measured: Captum's internal_batch_size 50 is
+# 1.3x slower than 8 on resnet18), so there is no reason to go higher; on a GPU, 32 rows were fastest
+# in bench/bench_explain.py. A chunk that still runs out of device memory is retried at half the rows.
 MIN_ROWS = 8
 MIN_ROWS_ACCELERATOR = 32
 ELEMENT_BUDGET = 1 << 23  # 32 MiB of float32 inputs per chunk
 ELEMENT_BUDGET_ACCELERATOR = 1 << 24
+MEMORY_SHARE = 0.5
+_ROW_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> {row shape: bytes}
 
 
-def auto_batch_size(x: np.ndarray, batch_size: int | None = None, *, handle=None) -> int:
+def auto_batch_size(x, batch_size: int | None = None, *, handle=None) -> int:
     """Rows per pass: ``batch_size`` if given, else the automatic default described above.
 
-    ``handle`` (optional) lets a backend that runs on an accelerator (``backend.on_accelerator``) get
-    larger chunks.
+    ``handle`` (optional) lets the backend's measured memory per row (``activation_bytes``,
+    ``free_memory``) bound the chunk, and a backend on an accelerator (``on_accelerator``) get larger ones.
     """
     if batch_size is not None:
         if int(batch_size) < 1:
             raise UsageError(f"batch size {batch_size} must be at least 1", hint="e.g. --batch-size 8")
         return int(batch_size)
-    fast = bool(getattr(getattr(handle, "backend", None), "on_accelerator", False))
+    backend = getattr(handle, "backend", None)
+    fast = bool(getattr(backend, "on_accelerator", False))
     rows, budget = (MIN_ROWS_ACCELERATOR, ELEMENT_BUDGET_ACCELERATOR) if fast else (MIN_ROWS, ELEMENT_BUDGET)
     per_row = max(1, int(np.prod(x.shape[1:], dtype=np.int64)))
-    return int(max(1, min(max(x.shape[0], rows), budget // per_row)))
+    size = int(max(1, min(max(x.shape[0], rows), budget // per_row)))
+    row_bytes = _row_bytes(backend, tuple(x.shape[1:]))
+    if row_bytes:
+        size = max(1, min(size, int(MEMORY_SHARE * backend.free_memory()) // row_bytes))
+    return size
+
+
+def _row_bytes(backend, row_shape: tuple[int, ...]) -> int | None:
+    """The backend's measured bytes per row for inputs of ``row_shape`` (cached), or None."""
+    if backend is None or not hasattr(backend, "activation_bytes"):
+        return None
+    known = _ROW_BYTES.setdefault(backend, {})
+    if row_shape not in known:  # a zero row: what a pass keeps depends on the shape, not the values
+        known[row_shape] = backend.activation_bytes(np.zeros((1, *row_shape), dtype=np.float32))
+    return known[row_shape]
 
 
 @dataclass(frozen=True)
@@ -65,13 +85,23 @@ def run_rows(ops, n_samples: int, per_sample: int, size: int,
 
     ``make_rows(chunk)`` builds the chunk's inputs; ``attribute(rows_x, sample)`` returns one
     attribution per row; ``reduce(chunk, values)`` folds them into the caller's accumulators. All
-    arrays stay in ``ops``'s arrays (on the model's device).
+    arrays stay in ``ops``'s arrays (on the model's device). A chunk that runs out of device memory is
+    retried with half the rows.
     """
-    for start in range(0, n_samples * per_sample, size):
-        stop = min(n_samples * per_sample, start + size)
+    start, n_rows = 0, n_samples * per_sample
+    while start < n_rows:
+        stop = min(n_rows, start + size)
         index = ops.arange(start, stop)
         chunk = Chunk(start, stop, index, index // per_sample, index % per_sample)
-        reduce(chunk, attribute(make_rows(chunk), chunk.sample))
+        try:
+            values = attribute(make_rows(chunk), chunk.sample)
+        except DeviceMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)  # nothing of this chunk was reduced yet: retry it smaller
+            continue
+        reduce(chunk, values)
+        start = stop
 
 
 def accumulator(xp, x):

@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow test-corpus fd-rule readiness-corpus bench bench-explain bench-blackbox bench-tf bench-metrics calibrate-health onnx-corpus lint clean
+.PHONY: demo test test-slow test-corpus fd-rule readiness-corpus bench bench-explain bench-gpu bench-blackbox bench-tf bench-metrics calibrate-health onnx-corpus lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(STAMP)
 
 bench-explain: $(STAMP)
 	$(BIN)/python bench/bench_explain.py
+
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/bench_explain.py --device cuda --batch 32 --repeats 10
 
 bench-blackbox: $(STAMP)
 	$(BIN)/python bench/bench_blackbox.py

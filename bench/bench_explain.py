@@ -8,7 +8,11 @@ Timings are medians of interleaved runs (ours, anchor, ours, anchor, ...) after 
 load from other processes hits both sides alike. ``fb`` is one plain forward + backward to the input
 (``torch.autograd.grad`` w.r.t. the input) at the same batch: the unit the issue's ratios use.
 Our side runs through the public API on a reused handle: the capability check (one readiness
-measurement per handle and input shape) is paid in the warm-up and reported on its own line.
+measurement per handle and input shape) is paid in the warm-up and reported on its own line. Each of
+our methods runs at its default (health checks on) and with ``sanity="off"``; the default line also
+shows its cost over the method alone. ``best anchor`` is the fastest anchor setting in the section.
+
+    python bench/bench_explain.py --device cuda          # make bench-gpu: the same on a GPU
 
 Peak memory: each configuration runs in a fresh subprocess that reports its peak resident set size
 (sampled from /proc every millisecond; CPU) or ``torch.cuda.max_memory_allocated`` (GPU), minus the
@@ -91,7 +95,10 @@ def bench_cam(model, x, xn, handle, repeats, device):
     fns = {
         "fb": lambda: plain_fb(model, x),
         "ours gradcam": lambda: xr.explain(handle, xn, "gradcam", Class(K), layer="layer4"),
-        "ours layercam": lambda: xr.explain(handle, xn, "layercam", Class(K), layer="layer4"),
+        "ours gradcam sanity=off": lambda: xr.explain(handle, xn, "gradcam", Class(K), layer="layer4",
+                                                      sanity="off"),
+        "ours layercam sanity=off": lambda: xr.explain(handle, xn, "layercam", Class(K), layer="layer4",
+                                                       sanity="off"),
         "captum LayerGradCam": lambda: lgc.attribute(x, target=K),
         "grad-cam GradCAM": lambda: gc(input_tensor=x, targets=targets),
     }
@@ -109,9 +116,12 @@ def bench_ig(model, x, xn, handle, steps, repeats, device, heavy, chunks=()):
     fns = {
         "fb": lambda: plain_fb(model, x),
         "ours IG (auto chunk)": lambda: xr.explain(handle, xn, "integrated-gradients", Class(K), n_steps=steps),
-        f"captum IG internal_batch_size={n}": lambda: ig.attribute(x, target=K, n_steps=steps,
-                                                                   internal_batch_size=n),
+        "ours IG (auto chunk) sanity=off": lambda: xr.explain(handle, xn, "integrated-gradients", Class(K),
+                                                              n_steps=steps, sanity="off"),
     }
+    for ibs in sorted({n, 8, 32}):  # Captum's best of these is the anchor
+        fns[f"captum IG internal_batch_size={ibs}"] = lambda ibs=ibs: ig.attribute(x, target=K, n_steps=steps,
+                                                                                   internal_batch_size=ibs)
     for c in chunks:  # our chunk size set by hand, to see what the automatic choice leaves on the table
         fns[f"ours IG batch_size={c}"] = lambda c=c: xr.explain(handle, xn, "integrated-gradients", Class(K),
                                                                n_steps=steps, batch_size=c)
@@ -128,9 +138,12 @@ def bench_smoothgrad(model, x, xn, handle, samples, repeats, device, heavy):
     fns = {
         "fb": lambda: plain_fb(model, x),
         "ours smoothgrad (auto chunk)": lambda: xr.explain(handle, xn, "smoothgrad", Class(K), n_samples=samples),
-        "captum NoiseTunnel nt_samples_batch_size=1": lambda: nt.attribute(
-            x, nt_samples=samples, nt_samples_batch_size=1, stdevs=0.5, target=K),
+        "ours smoothgrad (auto chunk) sanity=off": lambda: xr.explain(handle, xn, "smoothgrad", Class(K),
+                                                                      n_samples=samples, sanity="off"),
     }
+    for ntb in (1, 8):
+        fns[f"captum NoiseTunnel nt_samples_batch_size={ntb}"] = lambda ntb=ntb: nt.attribute(
+            x, nt_samples=samples, nt_samples_batch_size=ntb, stdevs=0.5, target=K)
     if heavy:
         fns["captum NoiseTunnel (default batch)"] = lambda: nt.attribute(x, nt_samples=samples, stdevs=0.5,
                                                                         target=K)
@@ -147,6 +160,9 @@ def report(title: str, times: dict, per_fb: float) -> None:
         line = f"  {k:<46} {v * 1000:9.1f} ms   {v / per_fb:6.2f}x fb-units"
         if k.startswith("ours") and best_anchor:
             line += f"   {v / best_anchor:5.2f}x best anchor"
+        off = times.get(f"{k} sanity=off")
+        if off:  # what the default health checks add on top of the method itself
+            line += f"   {v / off:5.2f}x its sanity=off"
         print(line)
 
 

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -96,6 +97,9 @@ def test_through_the_real_cli_main(tmp_path, model_file, capsys):
     assert main(["explain", str(model_file), "--arch", f"{ZOO}:HealthyCNN", "--input-shape", "2,3,32,32",
                  "--method", "hirescam", "--layer", "features.2", "--out", str(out)]) == 0
     assert out.exists() and "layer features.2" in capsys.readouterr().out
+    assert main(["explain", str(model_file), "--arch", f"{ZOO}:HealthyCNN", "--input-shape", "2,3,32,32",
+                 "--method", "saliency", "--save", str(tmp_path / "s.npy"), "--verbose"]) == 0
+    assert re.search(r"saliency: [0-9.]+ s; health checks \(cheap\) [0-9.]+ s more", capsys.readouterr().out)
     detach = tmp_path / "Detach.pt"
     torch.save(zoo.build("DetachBetweenBlocks").state_dict(), detach)
     code = main(["explain", str(detach), "--arch", f"{ZOO}:DetachBetweenBlocks", "--input-shape", "1,3,32,32",

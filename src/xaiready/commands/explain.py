@@ -8,6 +8,7 @@ exactly as ``xaiready check`` reads them; ``.npy`` inputs are taken as they are.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from ._common import add_input_arguments, add_model_arguments, add_target_arguments
@@ -28,6 +29,8 @@ def add_arguments(p):
     p.add_argument("--sanity", choices=["cheap", "full", "off"], default="cheap",
                    help="health checks of each map: cheap (default: raw map, saturation, class sensitivity, "
                         "guided override), full (adds a randomized-model check), off")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print how long each method and its health checks took")
     p.add_argument("--fallback", action="store_true",
                    help="if the model cannot serve a method, use the black-box 'occlusion' instead (labelled)")
     g = p.add_argument_group("method options")
@@ -80,6 +83,7 @@ def run(args) -> int:
         target = for_task(task, args.target)
     results = []
     for name, cls in zip(args.method, classes, strict=True):
+        started = time.perf_counter()
         try:
             attr = cls()(handle, x, target, layer=args.layer if cls.family == "cam" else None,
                          contrast=args.sanity == "cheap", **_options(args, cls))
@@ -93,9 +97,14 @@ def run(args) -> int:
                                       hint="no black-box fallback (occlusion) is installed") from exc
             print(f"note: {name} refused ({exc.message}); using black-box occlusion instead", file=sys.stderr)
             attr = methods.get("occlusion")()(handle, x, target, **_options(args, methods.get("occlusion")))
+        took = time.perf_counter() - started
         attr = with_health(handle, x, attr, target, args.sanity, _options(args, methods.get(attr.method)))
         results.append(attr)
         _summary(attr)
+        if args.verbose:
+            health = attr.info.get("health_seconds", 0.0)
+            print(f"{attr.method}: {took:.3f} s; health checks ({args.sanity}) {health:.3f} s more "
+                  f"({health / max(took, 1e-9):.0%} of the method)")
     if args.save:
         _save(results, Path(args.save))
     if args.out:

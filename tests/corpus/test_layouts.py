@@ -150,3 +150,38 @@ def test_capture_is_the_layer_output_before_later_in_place_ops():
     np.testing.assert_allclose(res.activations["layer1.0.bn1"], bn1.numpy(), atol=1e-5)
     np.testing.assert_allclose(res.activations["layer1.0.bn2"], bn2.numpy(), atol=1e-5)
     assert (res.activations["layer1.0.bn1"] < 0).any()  # not the ReLU'd tensor
+
+
+class _SharedBlock(torch.nn.Module):
+    """One conv block applied twice: its hook fires twice per forward."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.block = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+
+    def forward(self, x):
+        return self.head(self.block(self.block(self.stem(x))))
+
+
+def test_a_module_called_twice_is_reported_and_each_call_can_be_chosen():
+    model = _SharedBlock().eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    report = xr.check(model, x)
+    assert report.cam["repeated"]["block"] == 2
+    # Hand Grad-CAM at each call's output.
+    outs = []
+    xt = torch.from_numpy(x)
+    first = model.block(model.stem(xt))
+    second = model.block(first)
+    score = model.head(second)[:, 1].sum()
+    for act in (first, second):
+        (g,) = torch.autograd.grad(score, act, retain_graph=True)
+        cam = torch.relu((g.mean((2, 3), keepdim=True) * act).sum(1)).detach().numpy()
+        outs.append(cam)
+    for k in (0, 1):
+        ours = xr.explain(model, x, "gradcam", Class(1), layer=f"block#{k}", sanity="off")
+        np.testing.assert_allclose(ours.raw, outs[k], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outs[0], outs[1])

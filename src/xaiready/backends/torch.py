@@ -409,11 +409,16 @@ class _Captured:
         self._acts: dict[str, torch.Tensor] = {}
         self._calls: dict[str, int] = {}
 
-    def hook(self, name):
+    def hook(self, name, call: int | None = None):
+        """Capture ``name``'s output: its last call, or only call ``call`` (0-based) of a module run
+        several times (``--layer name#k``)."""
         def _hook(_module, _inputs, output):
-            self._calls[name] = self._calls.get(name, 0) + 1
+            seen = self._calls.get(name, 0)
+            self._calls[name] = seen + 1
+            if call is not None and seen != call:
+                return None
             if isinstance(output, torch.Tensor) and output.is_floating_point():
-                self._acts[name] = output  # the last call wins for modules used several times
+                self._acts[name] = output
                 # The model goes on with a copy, so a later in-place op (torchvision ResNet's ReLU after
                 # bn1, `out += identity` after bn2) cannot rewrite what was captured at this layer.
                 return output.clone()
@@ -433,7 +438,7 @@ def _capture(module: torch.nn.Module, names: Sequence[str]):
     handles = []
     if names:
         modules = dict(module.named_modules())
-        missing = [n for n in names if n not in modules]
+        missing = [n for n in names if _module_and_call(n)[0] not in modules]
         if missing:
             import difflib
 
@@ -443,12 +448,19 @@ def _capture(module: torch.nn.Module, names: Sequence[str]):
                              "`xaiready check` lists the layers that can be hooked")
     try:
         for name in names:
-            handles.append(modules[name].register_forward_hook(captured.hook(name)))
+            base, call = _module_and_call(name)
+            handles.append(modules[base].register_forward_hook(captured.hook(name, call)))
         yield captured
     finally:
         for h in handles:
             h.remove()
         handles.clear()
+
+
+def _module_and_call(name: str) -> tuple[str, int | None]:
+    """``blocks.0.attn#1`` -> ("blocks.0.attn", 1): the module and which of its calls (0-based)."""
+    base, sep, call = name.rpartition("#")
+    return (base, int(call)) if sep and call.isdigit() else (name, None)
 
 
 def _torchscript_hook_reason(module, names: list[str]) -> str:

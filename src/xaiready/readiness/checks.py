@@ -95,9 +95,11 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
     default = layer if layer in found.verified else found.default
     reason = f"chosen with --layer ({layouts[layer].evidence})" if layer in found.verified else found.default_reason
     measured = {n: lay.to_dict() for n, lay in layouts.items()}  # every candidate, with its evidence
+    # Modules run more than once per forward: a hook reads the last call unless --layer name#k says.
+    repeated = {n: c for n, c in sorted(res.calls.items()) if c > 1}
     if found.verified:
         report.cam = {"status": "ok", "layers": found.verified, "default_layer": default, "reason": None,
-                      "default_reason": reason, "layouts": measured}
+                      "default_reason": reason, "layouts": measured, "repeated": repeated}
         report.add("cam-layers", "pass", f"{len(found.verified)} layer(s) with an established layout give "
                    f"activation and non-zero gradient; default '{default}': {reason}")
     else:
@@ -107,7 +109,7 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
         elif requested and any(res.calls.get(n) for n in requested) is False and handle.framework == "torch":
             reason = "layer hooks registered but never fired"
         report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": reason,
-                      "layouts": measured}
+                      "layouts": measured, "repeated": repeated}
         report.add("cam-layers", "fail", reason)
 
 

@@ -4,8 +4,9 @@
 
 For each model x exporter: export, ``xr.load`` (which converts and verifies on random inputs), then the
 readiness check on a fresh input (conversion equivalence on that input, gradient checks with finite
-differences). Prints one row per export, the share converted and verified, and the failures with
-their reasons. The tests import ``run_one`` from here.
+differences). Prints one row per export with the canonical passes that changed the graph before
+conversion (``xaiready.convert.canonical``), the share converted and verified, how often each pass
+was needed, and the failures with their reasons. The tests import ``run_one`` from here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 import sys
 import tempfile
 import time
@@ -20,9 +22,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-MODELS = ["resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "vgg11", "densenet121",
-          "squeezenet1_1", "regnet_x_400mf", "convnext_tiny", "vit_b_16", "fcn_resnet50",
-          "deeplabv3_mobilenet_v3_large"]
+MODELS = ["resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "efficientnet_b1", "vgg11",
+          "densenet121", "squeezenet1_1", "shufflenet_v2_x0_5", "regnet_x_400mf", "convnext_tiny", "vit_b_16",
+          "fcn_resnet50", "deeplabv3_mobilenet_v3_large"]
 EXPORTERS = ["legacy13", "legacy17", "dynamo"]
 SIZE = {"vgg11": 224}  # the legacy exporter needs 7x7 features before VGG's adaptive pool; others 64x64
 
@@ -35,6 +37,7 @@ class Row:
     reason: str = ""
     seconds: float = 0.0
     verdict: str | None = None
+    passes: str = ""  # the canonical passes that changed something, "name count, ..."
 
 
 def build(name: str):
@@ -82,9 +85,10 @@ def run_one(name: str, exporter: str, folder: Path) -> Row:
         return Row(name, exporter, "export-failed", _first(exc), time.perf_counter() - started)
     try:
         handle = xr.load(path)
+        detail = next((c.detail for c in handle.extra_checks if c.name == "conversion"), "not converted")
+        passes = changed_passes(detail)
         if handle.source.converted_from != "onnx":
-            detail = next((c.detail for c in handle.extra_checks if c.name == "conversion"), "not converted")
-            return Row(name, exporter, "refused", detail, time.perf_counter() - started)
+            return Row(name, exporter, "refused", detail, time.perf_counter() - started, passes=passes)
         x = np.random.default_rng(1).standard_normal((1, 3, size, size)).astype(np.float32)
         report = run_check(handle, x, fd_directions=2)
     except XaiReadyError as exc:
@@ -93,10 +97,21 @@ def run_one(name: str, exporter: str, folder: Path) -> Row:
     equal = checks.get("conversion-equivalence")
     seconds = time.perf_counter() - started
     if equal is None or equal.status != "pass":
-        return Row(name, exporter, "refused", equal.detail if equal else "no equivalence check", seconds)
+        return Row(name, exporter, "refused", equal.detail if equal else "no equivalence check", seconds,
+                   passes=passes)
     if report.gradient["status"] != "ok":
-        return Row(name, exporter, "refused", f"gradient {report.gradient['status']}", seconds, report.verdict)
-    return Row(name, exporter, "verified", equal.detail, seconds, report.verdict)
+        return Row(name, exporter, "refused", f"gradient {report.gradient['status']}", seconds, report.verdict,
+                   passes)
+    return Row(name, exporter, "verified", equal.detail, seconds, report.verdict, passes)
+
+
+def changed_passes(detail: str) -> str:
+    """The canonical passes of a conversion check's detail that changed something ('-' if none)."""
+    found = re.search(r"canonical passes: ([^;)]*)", detail)
+    if not found:
+        return ""
+    changed = [p.strip() for p in found.group(1).split(",") if re.search(r" [1-9]\d*( \(|$)", p.strip())]
+    return ", ".join(changed) or "-"
 
 
 def _first(exc: BaseException) -> str:
@@ -116,7 +131,7 @@ def main(argv=None) -> int:
                 row = run_one(name, exporter, Path(tmp))
                 rows.append(row)
                 print(f"{name:32} {exporter:9} {row.status:14} {row.verdict or '':15} {row.seconds:6.1f}s  "
-                      f"{row.reason[:110]}", flush=True)
+                      f"[{row.passes}] {row.reason[:110]}", flush=True)
                 for child in (Path(tmp) / f"{name}-{exporter}").glob("*"):
                     child.unlink()  # keep the disk footprint to one export at a time
     exported = [r for r in rows if r.status != "export-failed"]
@@ -124,6 +139,14 @@ def main(argv=None) -> int:
     print(f"\nconverted and verified: {len(verified)}/{len(exported)} exports "
           f"({100 * len(verified) / max(1, len(exported)):.0f}%); "
           f"{len(rows) - len(exported)} export(s) failed in torch.onnx itself")
+    needed: dict[str, int] = {}
+    for r in exported:
+        for part in r.passes.split(", "):
+            if part not in ("", "-"):
+                name = part.split(" ")[0]  # pass names have no spaces
+                needed[name] = needed.get(name, 0) + 1
+    print("canonical passes that changed the graph: "
+          + (", ".join(f"{k} in {v} export(s)" for k, v in needed.items()) or "none"))
     for r in rows:
         if r.status != "verified":
             print(f"  {r.status}: {r.model} / {r.exporter}: {r.reason}")

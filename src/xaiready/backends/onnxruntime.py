@@ -6,7 +6,8 @@ as the place where the gradient path ends. Readiness then reports ``inference-on
 and black-box methods (which need only ``forward``) still work.
 
 Exports often fix the batch size (the legacy exporter without ``dynamic_axes``, the dynamo exporter
-without ``dynamic_shapes``); a larger batch is then run in chunks of the fixed size.
+without ``dynamic_shapes``); any other number of samples then runs in chunks of exactly the fixed size,
+the last partial chunk padded by repeating its last row and the padded rows dropped from the result.
 """
 
 from __future__ import annotations
@@ -104,9 +105,16 @@ class OnnxRuntimeBackend:
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=_NUMPY_TYPES.get(self.input.dtype, np.float32))
         fixed = self.input.fixed_batch
-        if fixed is not None and x.shape[0] != fixed and x.shape[0] % fixed == 0:
-            return np.concatenate([self._run(x[i:i + fixed]) for i in range(0, x.shape[0], fixed)])
-        return self._run(x)
+        if fixed is None or x.ndim == 0 or x.shape[0] in (0, fixed):
+            return self._run(x)
+        parts = []
+        for start, stop in batch_chunks(x.shape[0], fixed):
+            chunk, rows = x[start:stop], stop - start
+            if rows < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - rows, axis=0)])
+            out = self._run(chunk)
+            parts.append(out[:rows] if rows < fixed and out.ndim and out.shape[0] == fixed else out)
+        return np.concatenate(parts)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
@@ -153,6 +161,12 @@ class OnnxRuntimeBackend:
 
     def example_shape(self) -> tuple[int, ...] | None:
         return example_shape(self.input.shape, self.layout)
+
+
+def batch_chunks(n: int, fixed: int) -> list[tuple[int, int]]:
+    """(start, stop) of each chunk of ``n`` rows for a graph whose batch is fixed at ``fixed``: all of
+    ``fixed`` rows but the last, which the caller pads up to ``fixed``."""
+    return [(start, min(start + fixed, n)) for start in range(0, n, fixed)]
 
 
 def _spec(arg) -> TensorSpec:

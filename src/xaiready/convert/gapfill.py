@@ -4,7 +4,8 @@ The default (dynamo) exporter writes opset 18+, where onnx2torch stops: most of 
 add features the exporters do not use (Reshape 19 adds types, AveragePool 19 dilations, Resize 19
 antialiasing). For those we reuse the previous version's converter after checking that the node does
 not use the new feature; a node that does is refused with that reason. The few ops whose inputs
-changed (Reduce* 18 take ``axes`` as an input) or that are new (Gelu 20) get a small converter here.
+changed (Reduce* 18 take ``axes`` as an input, Split 18 ``num_outputs``) or that are new (Gelu 20) get a
+small converter here.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def install() -> None:
     for op in _REDUCE_18:
         add(op, 18, _reduce_axes_input)
     add("Gelu", 20, _gelu)
+    add("Split", 18, _split_18)
     # Reshape: the dynamo exporter sets allowzero=1, which onnx2torch refuses at every version.
     original = registry.get_converter(operation_type="Reshape", version=14)
     registry._CONVERTER_REGISTRY[registry.OperationDescription("", "Reshape", 14)] = _reshape(original)
@@ -124,6 +126,34 @@ class _ReshapeAllowZero(nn.Module):
 
     def forward(self, x, shape):
         return torch.reshape(x, [int(d) for d in shape.tolist()])
+
+
+def _split_18(node, graph):
+    """Split 18: sizes from the ``split`` input, or ``num_outputs`` parts of ceil(length / n) each
+    (the last one smaller when the axis does not divide evenly)."""
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+    axis = node.attributes.get("axis", 0)
+    sizes = None
+    if len(node.input_values) > 1 and node.input_values[1]:
+        try:
+            value = get_const_value(node.input_values[1], graph)
+        except KeyError:
+            raise NotImplementedError("Split-18 with computed (non-constant) split sizes") from None
+        sizes = [int(v) for v in (value.tolist() if isinstance(value, torch.Tensor) else value)]
+    mapping = OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values)
+    return OperationConverterResult(torch_module=_Split(axis, len(node.output_values), sizes),
+                                    onnx_mapping=mapping)
+
+
+class _Split(nn.Module):
+    def __init__(self, axis: int, parts: int, sizes: list[int] | None):
+        super().__init__()
+        self.axis, self.parts, self.sizes = axis, parts, sizes
+
+    def forward(self, x):
+        size = self.sizes or -(-x.shape[self.axis] // self.parts)
+        return torch.split(x, size, dim=self.axis)
 
 
 def _gelu(node, graph):

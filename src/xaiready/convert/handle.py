@@ -25,22 +25,24 @@ def convert_onnx_handle(reference: ModelHandle, proto, *, n_random: int = N_RAND
     if missing:
         return _rejected(reference, f"conversion needs the Python package '{missing[0]}' "
                          "(pip install 'xaiready[torch,onnx]')", status="skip")
+    from .canonical import summary
     from .onnx_to_torch import ConversionFailed, to_torch
 
     try:
         converted = to_torch(proto)
     except ConversionFailed as exc:
-        return _rejected(reference, str(exc))
+        return _rejected(reference, str(exc), passes=exc.passes)
     handle = _wrap(converted, reference)
     try:
         equal = _compare_outputs(handle, reference, n_random)
         grad = _gradient_ok(handle, random_input(reference.backend.example_shape(), seed=7))
     except _Rejected as exc:
-        return _rejected(reference, str(exc))
+        return _rejected(reference, str(exc), passes=converted.passes)
     tools = "onnx2torch" + (f" + xaiready converters for {', '.join(converted.gap_filled)}"
                             if converted.gap_filled else "")
+    canonical = f"; {summary(converted.passes)}" if converted.passes else ""
     handle.extra_checks.append(CheckResult(
-        "conversion", "pass", f"converted to PyTorch with {tools}; {equal}; {grad} "
+        "conversion", "pass", f"converted to PyTorch with {tools}{canonical}; {equal}; {grad} "
         f"({time.perf_counter() - started:.1f} s)"))
     handle.notes.extend(converted.notes)
     handle.reference = reference
@@ -58,9 +60,6 @@ def _wrap(converted, reference: ModelHandle) -> ModelHandle:
     backend = ConvertedTorchBackend(converted.module, output=ort.output_index if len(ort.outputs) > 1 else None,
                                     fixed_batch=ort.input.fixed_batch, example_shape=ort.example_shape())
     notes = list(reference.notes) + ["layers are named after the ONNX nodes ('.' becomes '/')"]
-    if ort.input.fixed_batch:
-        notes.append(f"the graph fixes the batch size to {ort.input.fixed_batch}; larger batches run in "
-                     "chunks of that size")
     handle = ModelHandle(backend, Source(reference.source.path, "pytorch-eager", "torch", converted_from="onnx"),
                          layout=reference.layout, notes=notes)
     handle.extra_checks = [c for c in reference.extra_checks if c.name != "gradient-backend"]
@@ -115,8 +114,11 @@ def _gradient_ok(handle: ModelHandle, x: np.ndarray) -> str:
                                  "exist (finite differences inconclusive)")
 
 
-def _rejected(reference: ModelHandle, reason: str, *, status: str = "fail") -> ModelHandle:
+def _rejected(reference: ModelHandle, reason: str, *, status: str = "fail", passes=()) -> ModelHandle:
+    from .canonical import summary
+
+    canonical = f" ({summary(passes)})" if passes else ""
     reference.extra_checks.append(CheckResult("conversion", status, f"not converted: {reason}; the model "
-                                              "stays inference-only (ONNX Runtime)"))
+                                              f"stays inference-only (ONNX Runtime){canonical}"))
     reference.notes.append(f"conversion to PyTorch rejected: {reason}")
     return reference

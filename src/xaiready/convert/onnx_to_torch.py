@@ -15,7 +15,12 @@ DOWNGRADE_TO = 17  # the newest opset onnx2torch 1.5 covers broadly
 
 
 class ConversionFailed(Exception):
-    """The graph could not be converted; ``str(exc)`` is the one-line reason."""
+    """The graph could not be converted; ``str(exc)`` is the one-line reason, ``passes`` the canonical
+    passes that ran before (``canonical.PassRecord``)."""
+
+    def __init__(self, reason: str, passes: list | None = None):
+        super().__init__(reason)
+        self.passes = passes or []
 
 
 @dataclass
@@ -23,6 +28,7 @@ class Converted:
     module: object  # torch.fx.GraphModule, in eval mode
     notes: list[str] = field(default_factory=list)
     gap_filled: list[str] = field(default_factory=list)  # "Op-version" converted by xaiready's converters
+    passes: list = field(default_factory=list)  # canonical.PassRecord of every canonical pass that ran
 
 
 def unsupported_ops(model) -> list[str]:
@@ -59,13 +65,13 @@ def to_torch(proto) -> Converted:
     from .passes import prepare
 
     gapfill.install()
-    model, notes = prepare(proto)
+    model, notes, passes = prepare(proto)
     missing = unsupported_ops(model)
     if missing:
         model, missing = _try_downgrade(model, missing, notes)
     if missing:
         raise ConversionFailed(f"no converter for {', '.join(missing[:5])}"
-                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""), passes)
     versions = {e.domain: e.version for e in model.opset_import}
     used = {f"{n.op_type}-{_since(n, versions)}" for n in model.graph.node}
     try:
@@ -75,9 +81,9 @@ def to_torch(proto) -> Converted:
     except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
             IndexError) as exc:
         text = first_line(exc)
-        raise ConversionFailed(f"onnx2torch failed: {type(exc).__name__}: {text}") from exc
+        raise ConversionFailed(f"onnx2torch failed: {type(exc).__name__}: {text}", passes) from exc
     module.eval()
-    return Converted(module, notes, sorted(used & set(gapfill.ADDED)))
+    return Converted(module, notes, sorted(used & set(gapfill.ADDED)), passes)
 
 
 def _try_downgrade(model, missing: list[str], notes: list[str]):

@@ -208,6 +208,9 @@ def open_session(path: Path, *, output=None) -> ModelHandle:
                         + ", ".join(s.describe() for s in backend.outputs))
     if backend.output_choice_note:
         handle.notes.append(backend.output_choice_note)
+    if backend.input.fixed_batch and backend.input.fixed_batch > 1:
+        handle.notes.append(f"the graph fixes the batch size to {backend.input.fixed_batch}; other numbers of "
+                            "samples run in chunks of that size, the last one padded by repeating a sample")
     handle.extra_checks.append(CheckResult("onnx-valid", "pass", "onnx.checker accepts the graph"))
     handle.extra_checks.append(CheckResult("gradient-backend", "fail",
                                            f"{NO_GRADIENTS}; the model is inference-only as stored"))

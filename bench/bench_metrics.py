@@ -63,9 +63,9 @@ def health_measurements(n=32):
     from xaiready.benchmark.models import CAM_LAYER, handle_for, test_batch, train
     from xaiready.metrics._engine import spatial
     from xaiready.metrics.baselines import random_map
-    from xaiready.metrics.health import RANDOMIZED_LAYERS, SATURATION, _other_class
+    from xaiready.metrics.health import RANDOMIZED_LAYERS, SATURATION
     from xaiready.metrics.similarity import spearman
-    from xaiready.targets import Class
+    from xaiready.targets import Class, runner_up
 
     trained = train("classification")
     handle = handle_for(trained)
@@ -76,7 +76,7 @@ def health_measurements(n=32):
     p /= p.sum(1, keepdims=True)
     print(f"saturated (top p > {SATURATION}): {(p.max(1) > SATURATION).mean():.3f} of {n} inputs; "
           f"median top p {np.median(p.max(1)):.4f}")
-    other = _other_class(handle, x, target)
+    other = runner_up(target, handle.forward(x))
     layers = list(reversed(handle.backend.randomizable_layers()))[:RANDOMIZED_LAYERS]
     for method in ("saliency", "input-x-gradient", "integrated-gradients", "guided-backprop", "gradcam",
                    "gradcam++", "random"):

@@ -121,7 +121,8 @@ def test_all_zero_cam_is_reported_before_normalization(rng):
 
 
 def test_blur_and_uniform_baselines(rng):
-    from xaiready.methods.gradient import gaussian_blur, make_baseline
+    from xaiready._image_ops import gaussian_blur
+    from xaiready.methods.gradient import make_baseline
 
     ndimage = pytest.importorskip("scipy.ndimage")
     x = rng.standard_normal((2, 3, 12, 9)).astype(np.float32)

@@ -17,7 +17,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGrad
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import xaiready as xr
-from xaiready.methods.cam import upsample
+from xaiready._image_ops import upsample
 from xaiready.targets import Class
 
 from .conftest import assert_close

@@ -6,7 +6,7 @@ never import a framework. All arrays crossing it are NumPy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -158,9 +158,3 @@ def _tensor_output(value, key, is_tensor):
                          hint="choose a tensor output with --output")
     return value
 
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    """Slices covering range(n) in chunks of at most ``size``."""
-    size = max(1, int(size))
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))

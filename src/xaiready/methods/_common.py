@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._jsonable import jsonable
 from ..errors import UsageError
 from ..targets import Target, for_task, infer_task
 from .base import Attribution, Contrast
@@ -76,33 +77,12 @@ def _output_shape(handle, x: np.ndarray) -> tuple[int, ...]:
     return known[tuple(x.shape)]
 
 
-def scores_of(handle, x: np.ndarray, target: Target) -> np.ndarray:
-    """Target scores of ``x`` (a forward; through the backend for framework-level targets)."""
-    if target.framework_fn is not None:
-        return np.asarray(handle.vjp(x, target, input_grad=False).scores, dtype=np.float64)
-    return np.asarray(target.scores(handle.forward(x)), dtype=np.float64)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return f"array{tuple(value.shape)}"
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return getattr(value, "name", None) or type(value).__name__
-
-
 def provenance(handle, options: dict[str, Any]) -> dict[str, Any]:
     from .. import __version__
 
     framework = sys.modules.get({"torch": "torch", "tensorflow": "tensorflow"}.get(handle.framework, ""))
     return {"model": handle.source.to_dict(),
-            "options": {k: _jsonable(v) for k, v in options.items()},
+            "options": {k: jsonable(v) for k, v in options.items()},
             "versions": {"xaiready": __version__, "numpy": np.__version__,
                          handle.framework: getattr(framework, "__version__", None)}}
 

@@ -19,16 +19,15 @@ runs report progress on stderr.
 from __future__ import annotations
 
 import math
-import sys
-import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .._batching import Progress, iter_chunks, score_rows, scores_of
+from .._image_ops import linear_matrix, spatial_axes
 from ..errors import UsageError
 from ._chunking import auto_batch_size
-from ._common import Prepared, attribution, prepare, scores_of
+from ._common import Prepared, attribution, prepare
 from .base import Method, register
 
 BLACK_BOX_NOTE = "black-box: computed from forward passes only (no gradients)"
@@ -61,40 +60,16 @@ class BlackBoxMethod(Method):
 
 
 # ---- shared machinery --------------------------------------------------------------------------------
-class _Progress:
-    """A one-line counter on stderr, refreshed at most twice a second; silent unless enabled."""
-
-    def __init__(self, label: str, total: int, enabled: bool | None):
-        self.label, self.total, self.done = label, total, 0
-        self.enabled = (total > PROGRESS_AFTER_ROWS and sys.stderr.isatty()) if enabled is None else bool(enabled)
-        self._last = 0.0
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.5 or self.done >= self.total):
-            self._last = now
-            end = "\n" if self.done >= self.total else ""
-            print(f"\r{self.label}: {self.done}/{self.total} forward passes", end=end, file=sys.stderr, flush=True)
+def _progress(name: str, total: int, show: bool | None) -> Progress:
+    """The run's progress on stderr, refreshed at most twice a second; by default only for runs of more
+    than ``PROGRESS_AFTER_ROWS`` forward rows on a terminal."""
+    return Progress(name, total, show=show, long_run=PROGRESS_AFTER_ROWS + 1, unit="forward passes", interval=0.5)
 
 
-def score_rows(handle, prep: Prepared, sample: int, n_rows: int, build: Callable[[np.ndarray], np.ndarray],
-               batch_size: int, progress: _Progress) -> np.ndarray:
-    """Scores of ``n_rows`` perturbed copies of sample ``sample``; ``build(rows)`` makes a batch of them."""
-    target = prep.target.take(np.full(min(batch_size, n_rows), sample))
-    out = np.empty(n_rows, dtype=np.float64)
-    for start in range(0, n_rows, batch_size):
-        rows = np.arange(start, min(n_rows, start + batch_size))
-        t = target if len(rows) == batch_size else prep.target.take(np.full(len(rows), sample))
-        out[rows] = scores_of(handle, build(rows), t)
-        progress.add(len(rows))
-    return out
-
-
-def spatial_axes(x: np.ndarray, layout: str, method: str) -> tuple[int, int]:
-    """Axes of height and width (of one sample, without the batch axis)."""
+def sample_axes(x: np.ndarray, layout: str, method: str) -> tuple[int, int]:
+    """Axes of height and width of one sample (without the batch axis); (N, H, W) batches have no channels."""
     if x.ndim == 4:
-        return (1, 2) if layout == "NCHW" else (0, 1)
+        return spatial_axes(x, layout, batched=False)
     if x.ndim == 3:
         return (0, 1)
     raise UsageError(f"{method} needs image inputs (N,C,H,W), (N,H,W,C) or (N,H,W); got shape {x.shape}",
@@ -137,18 +112,19 @@ class Occlusion(BlackBoxMethod):
                                       indexing="ij"), -1).reshape(-1, len(window))
         slices = [tuple(slice(int(a), int(a) + w) for a, w in zip(st, window, strict=True)) for st in starts]
         fill = float(opts["fill"])
-        progress = _Progress(self.name, len(slices) * x.shape[0], opts["progress"])
+        progress = _progress(self.name, len(slices) * x.shape[0], opts["progress"])
         values = np.zeros(x.shape, dtype=np.float64)
         coverage = np.zeros(sample_shape, dtype=np.float64)
         for sl in slices:
             coverage[sl] += 1.0
         for i in range(x.shape[0]):
-            def build(rows, xi=x[i]):
-                batch = np.repeat(xi[None], len(rows), axis=0)
-                for r, row in enumerate(rows):
+            def build(lo, hi, xi=x[i]):
+                batch = np.repeat(xi[None], hi - lo, axis=0)
+                for r, row in enumerate(range(lo, hi)):
                     batch[(r,) + slices[row]] = fill
                 return batch
-            drops = prep.scores[i] - score_rows(handle, prep, i, len(slices), build, opts["batch_size"], progress)
+            drops = prep.scores[i] - score_rows(handle, prep.target, len(slices), build, np.full(len(slices), i),
+                                                opts["batch_size"], progress=progress)
             for sl, drop in zip(slices, drops, strict=True):
                 values[(i,) + sl] += drop
         values /= coverage[None]
@@ -159,7 +135,7 @@ class Occlusion(BlackBoxMethod):
     def _shapes(x, layout, window, stride):
         dims = x.shape[1:]
         if window is None:
-            h, w = spatial_axes(x, layout, "occlusion's default window")
+            h, w = sample_axes(x, layout, "occlusion's default window")
             side = max(1, min(dims[h], dims[w]) // 14)
             window = (side, side)
         window = Occlusion._full(window, dims, x, layout, "window")
@@ -174,7 +150,7 @@ class Occlusion(BlackBoxMethod):
     @staticmethod
     def _full(value, dims, x, layout, what):
         if np.isscalar(value) or len(value) == 2 and len(dims) != 2:
-            h, w = spatial_axes(x, layout, f"occlusion {what} {value!r}")
+            h, w = sample_axes(x, layout, f"occlusion {what} {value!r}")
             hw = _pair(value, f"occlusion {what}")
             full = list(dims)  # channels (and any other axis): whole
             full[h], full[w] = hw
@@ -195,20 +171,20 @@ class Rise(BlackBoxMethod):
 
     def attribute(self, handle, prep, opts):
         x, layout = prep.x, handle.layout
-        h_ax, w_ax = spatial_axes(x, layout, self.name)
+        h_ax, w_ax = sample_axes(x, layout, self.name)
         H, W = x.shape[1:][h_ax], x.shape[1:][w_ax]
         n, p = int(opts["n_masks"]), float(opts["p"])
         if n < 1 or not 0 < p <= 1:
             raise UsageError(f"rise needs n_masks >= 1 and 0 < p <= 1 (got {n}, {p})")
         masks = RiseMasks(n, _pair(opts["grid"], "rise grid"), p, (H, W), int(opts["seed"]))
         fill = float(opts["fill"])
-        progress = _Progress(self.name, n * x.shape[0], opts["progress"])
+        progress = _progress(self.name, n * x.shape[0], opts["progress"])
         maps = np.zeros((x.shape[0], H, W), dtype=np.float64)
         size = opts["batch_size"]
         for i in range(x.shape[0]):
             xi = x[i]
-            for start in range(0, n, size):  # masks are built once per chunk and never all in memory
-                rows = np.arange(start, min(n, start + size))
+            for sl in iter_chunks(n, size):  # masks are built once per chunk and never all in memory
+                rows = np.arange(sl.start, sl.stop)
                 m = masks.get(rows)  # (r, H, W)
                 mb = m[:, None] if (xi.ndim == 3 and layout == "NCHW") else (m[..., None] if xi.ndim == 3 else m)
                 batch = xi[None] * mb.astype(xi.dtype, copy=False)
@@ -216,7 +192,7 @@ class Rise(BlackBoxMethod):
                     batch += np.asarray(fill, dtype=xi.dtype) * (1 - mb)
                 scores = scores_of(handle, batch, prep.target.take(np.full(len(rows), i)))
                 maps[i] += np.tensordot(scores, m, axes=1)
-                progress.add(len(rows))
+                progress.advance(len(rows))
         maps /= n * p
         return broadcast_map(maps, x, layout), {"n_masks": n, "grid": list(masks.grid), "p": p,
                                                 "forward_passes": n * x.shape[0]}
@@ -236,7 +212,7 @@ class RiseMasks:
         self.grids = (rng.random((n,) + grid) < p).astype(np.float32)
         self.shifts = np.stack([rng.integers(0, c, n) for c in self.cells], -1)
         up = [(g + 1) * c for g, c in zip(grid, self.cells, strict=True)]
-        self._interp = [_linear_matrix(g, u) for g, u in zip(grid, up, strict=True)]
+        self._interp = [linear_matrix(g, u) for g, u in zip(grid, up, strict=True)]
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         ry, rx = self._interp
@@ -246,18 +222,6 @@ class RiseMasks:
         for k, (dy, dx) in enumerate(self.shifts[rows]):
             out[k] = up[k, dy:dy + H, dx:dx + W]
         return out
-
-
-def _linear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear interpolation, pixel centres aligned, edges clamped."""
-    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = pos - lo
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    m[np.arange(n_out), lo] += 1 - frac
-    m[np.arange(n_out), hi] += frac
-    return m
 
 
 # ---- KernelSHAP on grid cells ------------------------------------------------------------------------------
@@ -270,7 +234,7 @@ class KernelShap(BlackBoxMethod):
 
     def attribute(self, handle, prep, opts):
         x, layout = prep.x, handle.layout
-        h_ax, w_ax = spatial_axes(x, layout, self.name)
+        h_ax, w_ax = sample_axes(x, layout, self.name)
         H, W = x.shape[1:][h_ax], x.shape[1:][w_ax]
         gh, gw = _pair(opts["grid"], "kernelshap grid")
         gh, gw = min(gh, H), min(gw, W)
@@ -280,19 +244,20 @@ class KernelShap(BlackBoxMethod):
         Z, weights, exact = coalitions(M, int(opts["n_samples"]), int(opts["seed"]))
         rows = np.vstack([np.zeros((1, M), bool), Z])  # row 0: every cell absent (the baseline)
         fill = float(opts["fill"])
-        progress = _Progress(self.name, len(rows) * x.shape[0], opts["progress"])
+        progress = _progress(self.name, len(rows) * x.shape[0], opts["progress"])
         maps = np.zeros((x.shape[0], H, W), dtype=np.float64)
         phis = []
         for i in range(x.shape[0]):
             xi = x[i]
 
-            def build(idx, xi=xi):
-                keep = rows[idx][:, cell_of]  # (r, H, W)
+            def build(lo, hi, xi=xi):
+                keep = rows[lo:hi][:, cell_of]  # (r, H, W)
                 keep = keep[:, None] if (xi.ndim == 3 and layout == "NCHW") else (
                     keep[..., None] if xi.ndim == 3 else keep)
                 return np.where(keep, xi[None], np.asarray(fill, dtype=xi.dtype))
 
-            f = score_rows(handle, prep, i, len(rows), build, opts["batch_size"], progress)
+            f = score_rows(handle, prep.target, len(rows), build, np.full(len(rows), i), opts["batch_size"],
+                           progress=progress)
             phi = solve_shapley(Z, weights, f[1:], base=f[0], full=float(prep.scores[i]))
             phis.append(phi)
             maps[i] = phi[cell_of]

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CapabilityError, UsageError
+from .._image_ops import normalize, spatial_size, upsample
+from ..errors import CapabilityError
 from ..readiness.layouts import Layout, candidates, to_maps
 from ..targets import Target
 from ._common import Prepared, attribution, contrast_of, prepare, resolved
@@ -24,54 +25,10 @@ from .base import Attribution, Contrast, Method, register
 from .gradient import GuidedBackprop, input_gradient, override_findings
 
 
-# ---- resizing (NumPy, matching torch's F.interpolate with align_corners=False) --------------------------
-def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, src - i0
-
-
-def upsample(maps: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resize (N, h, w) maps to (N, H, W): ``bilinear`` (half-pixel centres) or ``nearest``."""
-    h, w = maps.shape[1:]
-    if (h, w) == tuple(size):
-        return maps.copy()
-    if mode == "nearest":
-        rows = np.minimum(np.floor(np.arange(size[0]) * (h / size[0])).astype(np.int64), h - 1)
-        cols = np.minimum(np.floor(np.arange(size[1]) * (w / size[1])).astype(np.int64), w - 1)
-        return maps[:, rows][:, :, cols]
-    if mode != "bilinear":
-        raise UsageError(f"unknown interpolation '{mode}'", hint="use bilinear or nearest")
-    r0, r1, fr = _linear_index(h, size[0])
-    c0, c1, fc = _linear_index(w, size[1])
-    m = maps.astype(np.float32, copy=False)
-    fr, fc = fr.astype(np.float32), fc.astype(np.float32)
-    top = m[:, r0] * (1 - fr)[None, :, None] + m[:, r1] * fr[None, :, None]  # (N, H, w): small
-    out = top[:, :, c0]
-    out *= 1 - fc
-    out += top[:, :, c1] * fc
-    return out
-
-
-def normalize(maps: np.ndarray) -> np.ndarray:
-    """Per-sample min-max to [0, 1]; a constant map becomes all zeros rather than NaN."""
-    flat = maps.reshape(len(maps), -1)
-    lo, hi = flat.min(1), flat.max(1)
-    span = np.where(hi > lo, hi - lo, 1).astype(flat.dtype)
-    out = flat - lo[:, None]
-    out /= span[:, None]
-    return out.reshape(maps.shape)
-
-
 def degenerate(raw: np.ndarray) -> list[str | None]:
     """Per sample: "all-zero", "constant" or None; measured before normalization can hide it."""
     flat = raw.reshape(len(raw), -1)
     return ["all-zero" if not f.any() else "constant" if f.min() == f.max() else None for f in flat]
-
-
-def spatial_size(x: np.ndarray, layout: str) -> tuple[int, int]:
-    return (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
 
 
 def _only_reading(shape, input_hw, input_layout: str) -> Layout | None:

@@ -15,10 +15,12 @@ from typing import Any, ClassVar
 import numpy as np
 from array_api_compat import array_namespace
 
+from .._batching import scores_of
+from .._image_ops import gaussian_blur, spatial_axes
 from ..errors import CapabilityError, UsageError
 from ..targets import Target
 from ._chunking import accumulate, accumulator, auto_batch_size, run_rows
-from ._common import Prepared, attribution, contrast_of, prepare, resolved, scores_of
+from ._common import Prepared, attribution, contrast_of, prepare, resolved
 from ._gating import require
 from .base import Attribution, Method, register
 
@@ -157,22 +159,6 @@ def path_points(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     return np.linspace(lo, hi, n), steps
 
 
-def gaussian_blur(x: np.ndarray, sigma: float, spatial_axes: tuple[int, int]) -> np.ndarray:
-    """Separable Gaussian blur over the two spatial axes (NumPy only); edges mirrored with the edge
-    value repeated, kernel cut at 3 sigma: ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=3)``."""
-    radius = max(1, int(3 * sigma + 0.5))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (t / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = x.astype(np.float64)
-    for axis in spatial_axes:
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="symmetric")
-        out = sum(w * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i, w in enumerate(kernel))
-    return out.astype(x.dtype)
-
-
 def make_baseline(kind: Any, x: np.ndarray, sample: np.ndarray, layout: str, *, sigma: float = 5.0,
                   seed: int = 0) -> np.ndarray:
     """The IG baseline for rows ``x`` (sample ``sample`` each): zeros, blur, uniform noise or an array."""
@@ -189,7 +175,7 @@ def make_baseline(kind: Any, x: np.ndarray, sample: np.ndarray, layout: str, *, 
     if kind == "blur":
         if x.ndim != 4:
             raise UsageError("a blur baseline needs image inputs (N, C, H, W) or (N, H, W, C)")
-        return gaussian_blur(x, sigma, (2, 3) if layout == "NCHW" else (1, 2))
+        return gaussian_blur(x, sigma, spatial_axes(x, layout))
     if kind == "uniform":
         # Uniform over each sample's own value range; seeded per caller's sample so chunking cannot
         # change it.

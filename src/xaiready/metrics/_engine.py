@@ -8,16 +8,15 @@ boundaries, so each model call is as large as allowed (the cheapest way to reach
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 
+from .. import _batching
+from .._batching import Progress, RowMaker, iter_chunks
 from ..errors import UsageError
 from ..targets import Class
-from .base import Progress, Settings
-
-RowMaker = Callable[[int, int], np.ndarray]
+from .base import Settings
 
 
 class Counter:
@@ -30,27 +29,21 @@ class Counter:
         return {"evaluations": self.evaluations, "explanations": self.explanations, "calls": self.calls}
 
 
-def scores_of(handle, target, xs: np.ndarray, counter: Counter | None = None) -> np.ndarray:
-    """One forward of ``xs`` (already a chunk) and the target's score per row."""
-    if counter is not None:
-        counter.evaluations += len(xs)
-        counter.calls += 1
-    if target.framework_fn is not None:  # Custom: only the backend can evaluate it
-        return np.asarray(handle.vjp(xs, target, input_grad=False).scores, dtype=np.float64)
-    return np.asarray(target.scores(handle.forward(xs)), dtype=np.float64)
+def _progress(label: str, total: int, settings: Settings) -> Progress:
+    return Progress(label, total, show=settings.progress, long_run=settings.long_run)
 
 
 def score_rows(handle, target, n_rows: int, make: RowMaker, sample_of: np.ndarray, settings: Settings,
                counter: Counter, label: str) -> np.ndarray:
     """Scores of ``n_rows`` perturbed rows, each against its own sample's resolved target."""
-    out = np.empty(n_rows, dtype=np.float64)
-    progress = Progress(label, n_rows, settings)
+    def counted(lo, hi):
+        counter.evaluations += hi - lo
+        counter.calls += 1
+        return make(lo, hi)
+
     with handle.session():
-        for lo in range(0, n_rows, settings.chunk_size):
-            hi = min(n_rows, lo + settings.chunk_size)
-            out[lo:hi] = scores_of(handle, target.take(sample_of[lo:hi]), make(lo, hi), counter)
-            progress.advance(hi - lo)
-    return out
+        return _batching.score_rows(handle, target, n_rows, counted, sample_of, settings.chunk_size,
+                                    progress=_progress(label, n_rows, settings))
 
 
 def score_with_clean(handle, target, x: np.ndarray, n_rows: int, make: RowMaker, sample_of: np.ndarray,
@@ -76,13 +69,12 @@ def explain_rows(explainer, target, n_rows: int, make: RowMaker, sample_of: np.n
                  settings: Settings, counter: Counter, label: str) -> np.ndarray:
     """Attributions of ``n_rows`` rows, explained in chunks against each row's sample target."""
     parts = []
-    progress = Progress(label, n_rows, settings)
-    for lo in range(0, n_rows, settings.chunk_size):
-        hi = min(n_rows, lo + settings.chunk_size)
-        parts.append(np.asarray(explainer(make(lo, hi), target.take(sample_of[lo:hi])), dtype=np.float64))
-        counter.explanations += hi - lo
+    progress = _progress(label, n_rows, settings)
+    for sl in iter_chunks(n_rows, settings.chunk_size):
+        parts.append(np.asarray(explainer(make(sl.start, sl.stop), target.take(sample_of[sl])), dtype=np.float64))
+        counter.explanations += sl.stop - sl.start
         counter.calls += 1
-        progress.advance(hi - lo)
+        progress.advance(sl.stop - sl.start)
     return np.concatenate(parts) if parts else np.empty((0,))
 
 
@@ -100,11 +92,6 @@ def need(what: str, value, metric: str, hint: str):
 
 
 # ---- map shapes ---------------------------------------------------------------------------------------
-def spatial_axes(x: np.ndarray, channel_axis: int) -> tuple[int, int]:
-    """The (H, W) axes of an image batch."""
-    return (2, 3) if channel_axis % x.ndim == 1 else (1, 2)
-
-
 def spatial(a: np.ndarray, x: np.ndarray, channel_axis: int) -> np.ndarray:
     """(N, H, W) map: CAM maps as they are; input-shaped maps reduced by summing |a| over channels."""
     a = np.asarray(a, dtype=np.float64)

@@ -130,12 +130,6 @@ def register(cls: type[Metric]) -> type[Metric]:
 
 
 # ---- announcing long runs ---------------------------------------------------------------------------
-def _wants_progress(settings: Settings, total: int) -> bool:
-    if settings.progress is not None:
-        return settings.progress
-    return total >= settings.long_run and sys.stderr.isatty()
-
-
 def announce(metric: Metric, x: np.ndarray, settings: Settings) -> None:
     """Say how many model evaluations a metric will make before it starts (others learn it from the wait)."""
     plan = metric.plan(len(x), tuple(x.shape))
@@ -148,17 +142,3 @@ def announce(metric: Metric, x: np.ndarray, settings: Settings) -> None:
         calls = -(-total // settings.chunk_size)
         print(f"{metric.name}: {len(x)} inputs -> {' + '.join(parts)} in about {calls} batched calls "
               f"of <= {settings.chunk_size}", file=sys.stderr)
-
-
-class Progress:
-    """A single self-overwriting stderr line; silent unless the run is long (or asked for)."""
-
-    def __init__(self, label: str, total: int, settings: Settings):
-        self.label, self.total, self.done = label, total, 0
-        self.on = total > 0 and _wants_progress(settings, total)
-
-    def advance(self, k: int) -> None:
-        self.done += k
-        if self.on:
-            end = "\n" if self.done >= self.total else ""
-            print(f"\r{self.label}: {self.done}/{self.total}", end=end, file=sys.stderr, flush=True)

@@ -12,19 +12,19 @@ import zlib
 
 import numpy as np
 
-from ._engine import spatial_axes
+from .._image_ops import spatial_size
 
 BASELINES = ("random", "center")
 
 
 def random_map(x: np.ndarray, channel_axis: int) -> np.ndarray:
-    h, w = (x.shape[a] for a in spatial_axes(x, channel_axis))
+    h, w = spatial_size(x, channel_axis)
     seeds = [zlib.crc32(np.ascontiguousarray(xi).tobytes()) for xi in x]
     return np.stack([np.random.default_rng(s).random((h, w)) for s in seeds])
 
 
 def center_map(x: np.ndarray, channel_axis: int) -> np.ndarray:
-    h, w = (x.shape[a] for a in spatial_axes(x, channel_axis))
+    h, w = spatial_size(x, channel_axis)
     yy, xx = np.mgrid[0:h, 0:w]
     sigma = min(h, w) / 4
     bump = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * sigma * sigma)))

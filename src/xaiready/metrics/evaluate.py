@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._batching import iter_chunks
 from ..errors import UsageError
 from ..targets import Class, SegmentationRegion, for_task, infer_task
 from .base import METRICS, Explainer, Metric, MetricResult, Settings
@@ -55,9 +56,8 @@ def evaluate_methods(handle, x: np.ndarray, explainers: dict[str, Explainer], me
     target = default_target(handle, x, target)
     out = {}
     for method, explain in explainers.items():
-        values = np.concatenate([explain(x[lo:lo + settings.chunk_size],
-                                         target.take(np.arange(lo, min(len(x), lo + settings.chunk_size))))
-                                 for lo in range(0, len(x), settings.chunk_size)])
+        values = np.concatenate([explain(x[sl], target.take(np.arange(sl.start, sl.stop)))
+                                 for sl in iter_chunks(len(x), settings.chunk_size)])
         out[method] = evaluate(handle, x, values, metrics, target, mask=mask, explainer=explain, settings=settings)
     return out
 

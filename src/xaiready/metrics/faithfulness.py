@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._image_ops import box_blur, spatial_axes, spatial_size
 from ._engine import (
     Counter,
     per_feature,
@@ -25,24 +26,9 @@ from ._engine import (
     score_rows,
     score_with_clean,
     spatial,
-    spatial_axes,
 )
 from .base import Metric, register
 from .similarity import pearson
-
-
-def box_blur(x: np.ndarray, axes: tuple[int, int], size: int) -> np.ndarray:
-    """Two passes of a separable box filter (about a Gaussian), edge-padded, over the spatial axes."""
-    out = np.asarray(x, dtype=np.float64)
-    for _ in range(2):
-        for ax in axes:
-            pad = [(0, 0)] * out.ndim
-            pad[ax] = (size // 2 + 1, size // 2)
-            c = np.cumsum(np.pad(out, pad, mode="edge"), axis=ax)
-            hi = np.take(c, np.arange(size, c.shape[ax]), axis=ax)
-            lo = np.take(c, np.arange(0, c.shape[ax] - size), axis=ax)
-            out = (hi - lo) / size
-    return out.astype(x.dtype)
 
 
 def pixel_ranks(s: np.ndarray) -> np.ndarray:
@@ -72,7 +58,7 @@ class _PixelCurve(Metric):
         ks = np.round(np.arange(self.steps + 1) * hw / self.steps).astype(np.int64)
         removed = np.full_like(x, self.baseline)
         if self.insert:
-            h, w = (x.shape[a] for a in spatial_axes(x, axis))
+            h, w = spatial_size(x, axis)
             size = self.blur or max(3, (min(h, w) // 8) | 1)
             start, end = box_blur(x, spatial_axes(x, axis), size), x
         else:
@@ -198,7 +184,7 @@ def square_perturbations(seed: int, sample: int, count: int, x: np.ndarray, chan
                          size: int) -> np.ndarray:
     """I = x on a random ``size`` x ``size`` square (all channels), 0 elsewhere: x - I removes the square
     (Yeh et al.'s square removal). One seeded stream per sample, as ``gaussian_perturbations``."""
-    hw_axes = (1, 2) if channel_axis % (x.ndim + 1) == 1 else (0, 1)
+    hw_axes = spatial_axes(x, channel_axis, batched=False)
     h, w = x.shape[hw_axes[0]], x.shape[hw_axes[1]]
     corners = np.random.default_rng([seed, sample]).integers(0, [h - size + 1, w - size + 1], size=(count, 2))
     rows, cols = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
@@ -230,7 +216,7 @@ class Infidelity(Metric):
         """The ``n_perturb`` perturbations I of one sample ``x`` (shaped like one input)."""
         if self.perturbation == "gaussian":
             return gaussian_perturbations(seed, sample, self.n_perturb, x.shape, self.sigma)
-        h = x.shape[1] if channel_axis % (x.ndim + 1) == 1 else x.shape[0]
+        h = x.shape[spatial_axes(x, channel_axis, batched=False)[0]]
         return square_perturbations(seed, sample, self.n_perturb, x, channel_axis, self.size or max(1, h // 4))
 
     def plan(self, n, x_shape):

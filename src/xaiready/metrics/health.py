@@ -2,9 +2,9 @@
 
 Each returns a ``CheckResult(name, status, detail)``; ``warn`` means the map should not be trusted
 as it is. Thresholds (module constants) are justified by measurements, noted beside each constant:
-the saturation one on the built-in benchmark (``bench/bench_metrics.py --health``), the class-blind
-and model-blind ones on trained real architectures (``bench/calibrate_health.py``,
-``make calibrate-health``).
+the saturation one (``targets.SATURATION``, shared with ``xaiready check``) on the built-in
+benchmark (``bench/bench_metrics.py --health``), the class-blind and model-blind ones on trained
+real architectures (``bench/calibrate_health.py``, ``make calibrate-health``).
 
 cheap: ``map-values`` (all-zero, constant or non-finite map *before* normalization),
        ``saturated-output``, ``guided-override`` (guided backprop equal to plain gradients),
@@ -19,14 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..readiness.report import CheckResult
-from ..targets import Class, runner_up
+from ..targets import SATURATION, Class, runner_up
 from ._engine import spatial
 from .similarity import spearman
 
-# Softmax probability of the top class above which d p / d logit = p (1 - p) < 1e-4: gradients of a
-# probability score vanish into float noise. Benchmark CNN (32 test inputs): 31 % exceed it (median
-# top p 0.9994), so it warns only when a probability score is explained; logits are unaffected.
-SATURATION = 1 - 1e-4
 # Class-blind and model-blind thresholds: Spearman similarity of the map with the map for the
 # runner-up class (TARGET_) or with the map after randomizing the top RANDOMIZED_LAYERS parameterized
 # layers (RANDOMIZATION_), above which the map is taken as not depending on the class / the weights.

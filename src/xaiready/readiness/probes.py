@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import iter_chunks
+from .._batching import score_rows, scores_of
 from ..errors import XaiReadyError
 from ..model import ModelHandle
 from ..targets import Target
@@ -112,18 +112,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def _scores(handle: ModelHandle, x: np.ndarray, target: Target, sample_index: np.ndarray,
             chunk: int) -> np.ndarray:
-    """Target scores of a batch of perturbed copies; ``sample_index`` maps rows to original samples."""
-    out = []
-    for sl in iter_chunks(len(x), chunk):
-        out.append(_batch_scores(handle, x[sl], target.take(sample_index[sl]) if target.framework_fn is None
-                                 else target))
-    return np.concatenate(out)
-
-
-def _batch_scores(handle: ModelHandle, x: np.ndarray, target: Target) -> np.ndarray:
-    if target.framework_fn is not None:
-        return handle.vjp(x, target, input_grad=False).scores
-    return target.scores(handle.forward(x))
+    """Target scores of a batch of perturbed copies, in the model's precision; ``sample_index`` maps
+    rows to original samples."""
+    return score_rows(handle, target, len(x), lambda lo, hi: x[lo:hi], sample_index, chunk, dtype=None)
 
 
 def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, grad: np.ndarray,
@@ -167,7 +158,7 @@ def finite_difference_check(handle: ModelHandle, x: np.ndarray, target: Target, 
 
 def _whole_batch_check(handle, x, target, grad, s0, n_random, seed, only) -> FDResult:
     def whole_batch(rows, _index):  # each row is the whole batch
-        return np.array([_batch_scores(handle, r, target).sum() for r in rows])
+        return np.array([scores_of(handle, r, target, dtype=None).sum() for r in rows])
 
     result = _directional_check(x[None], grad[None], s0.sum()[None], whole_batch, n_random, seed, only)
     result.detail += ("; the model's output for one sample depends on the other samples of its batch (a "

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._jsonable import json_default
+
 STATUSES = ("pass", "warn", "fail", "skip")
 VERDICTS = ("full", "gradient-only", "inference-only")
 SCHEMA_VERSION = 1
@@ -64,14 +66,4 @@ class Report:
         return out
 
     def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_jsonable, **kw)
-
-
-def _jsonable(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+        return json.dumps(self.to_dict(), indent=2, default=json_default, **kw)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._image_ops import normalize
+
 MAX_SAMPLES = 4  # rows in one grid; more samples belong in separate files
 
 
@@ -18,9 +20,7 @@ def display_image(x: np.ndarray, layout: str) -> np.ndarray:
     """One sample as an (H, W) grey image in [0, 1]: min-max scaled (the input may be normalized), and
     grey so the heatmap's colours read unambiguously on top of it (as Captum's blended maps do)."""
     img = np.moveaxis(x, 0, -1) if layout == "NCHW" else x
-    img = img[..., :3].mean(-1)
-    lo, hi = float(img.min()), float(img.max())
-    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    return normalize(img[..., :3].mean(-1)[None])[0]
 
 
 def heat_map(values: np.ndarray, family: str, layout: str) -> tuple[np.ndarray, bool]:

@@ -14,7 +14,9 @@ from xaiready.testing import zoo
 
 from .conftest import build
 
-OWN_METHODS = [n for n in load_methods().names() if load_methods().get(n).family in ("gradient", "cam")]
+# Methods a CNN can serve (attention rollout needs a transformer; its own tests cover non-mutation).
+OWN_METHODS = [n for n in load_methods().names() if load_methods().get(n).family in ("gradient", "cam")
+               and "attention" not in load_methods().get(n).requires]
 
 
 def _state(model):

@@ -205,3 +205,37 @@ def test_converted_models_explain_as_the_original(exports, method, options):
         return
     ref = xr.explain(small_net(), x, method, xr.targets.Class(2), **options)
     np.testing.assert_allclose(ours.values, ref.values, rtol=1e-4, atol=1e-6)
+
+
+def test_a_vit_exported_at_one_size_reads_its_tokens_after_conversion(tmp_path):
+    """A timm ViT exported with a fixed input size: the converted model takes that size only, so its
+    layouts come from one pass. The attention matrices (B, heads, 17, 17) are refused as maps, the
+    default layer is the last block's norm1 node read as 1 + 4x4 tokens, and Grad-CAM there equals
+    pytorch-grad-cam's with the tutorial's reshape_transform on the original module."""
+    import timm
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5).eval()
+    x = random_input((1, 3, 32, 32), seed=2)
+    path = tmp_path / "vit.onnx"
+    torch.onnx.export(model, torch.from_numpy(x), str(path), opset_version=17, dynamo=False)
+    handle = xr.load(path)
+    report = xr.check(handle, x).to_dict()
+    assert report["verdict"] == "full"
+    layer = report["cam"]["default_layer"]
+    assert "blocks/1/norm1" in layer, report["cam"]["default_reason"]
+    layout = report["cam"]["layouts"][layer]
+    assert (layout["kind"], layout["prefix"], layout["grid"]) == ("tokens", 1, [4, 4])
+    softmax = [n for n in report["cam"]["layouts"] if n.endswith("Softmax")]
+    assert softmax and all(report["cam"]["layouts"][n]["kind"] == "none" for n in softmax)
+    k = int(handle.forward(x).argmax())
+    ours = xr.explain(handle, x, "gradcam", xr.targets.Class(k), sanity="off")
+
+    def tokens(t):
+        return t[:, 1:, :].reshape(t.size(0), 4, 4, t.size(2)).permute(0, 3, 1, 2)
+
+    with GradCAM(model=model, target_layers=[model.blocks[-1].norm1], reshape_transform=tokens) as cam:
+        ref = cam(input_tensor=torch.from_numpy(x), targets=[ClassifierOutputTarget(k)])
+    np.testing.assert_allclose(ours.values, ref, atol=1e-5)

@@ -18,8 +18,9 @@ def default_methods() -> list[str]:
     from ..methods import load_methods
 
     registry = load_methods()
-    return [m for m in registry.names() if m not in SKIP_BY_DEFAULT
-            and registry.get(m).family in ("gradient", "cam")] + ["random", "center"]
+    cnn = [m for m in registry.names() if m not in SKIP_BY_DEFAULT and registry.get(m).family in ("gradient", "cam")
+           and "attention" not in registry.get(m).requires]  # the benchmark CNN has no attention
+    return cnn + ["random", "center"]
 
 
 def run_benchmark(n: int = 32, methods: Sequence[str] | None = None, metrics: Sequence[str] = DEFAULT_METRICS,

@@ -84,7 +84,7 @@ class Method:
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
-    requires: ClassVar[frozenset[str]] = frozenset()  # subset of {"forward", "gradient", "layers"}
+    requires: ClassVar[frozenset[str]] = frozenset()  # subset of {"forward", "gradient", "layers", "attention"}
     defaults: ClassVar[dict[str, Any]] = {}  # every option the method takes, with its default
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:

@@ -8,14 +8,12 @@ import numpy as np
 
 from ..errors import UsageError, XaiReadyError
 from ..model import ModelHandle
-from ..targets import Class, Target, for_task, infer_task
+from ..targets import SATURATION, Class, Target, for_task, infer_task
 from .conversion import verify_conversion
 from .layers import measure_layers
 from .layouts import measure_layouts
 from .probes import gradient_correctness
 from .report import Report
-
-SATURATED = 0.99  # a probability above this (or below 1 - this) has almost no gradient left
 
 
 def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = None, task: str | None = None,
@@ -90,6 +88,10 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
     task = report.context["task"]
     classes = out.shape[handle.channel_axis] if task in ("segmentation", "classification") and out.ndim > 1 else None
     layouts = measure_layouts(handle, x, target, res, requested)
+    if layer and layouts.get(layer) is not None and layouts[layer].evidence.startswith("ambiguous") and access.names:
+        # One layer alone can fit several token grids; the others (a patch embedding's map) settle it.
+        every = handle.vjp(x, target, layers=access.names, input_grad=False)
+        layouts[layer] = measure_layouts(handle, x, target, every, access.names).get(layer, layouts[layer])
     kinds = handle.backend.layer_kinds() if hasattr(handle.backend, "layer_kinds") else {}
     found = measure_layers(res, requested, layouts, classes, kinds)
     default = layer if layer in found.verified else found.default
@@ -162,7 +164,7 @@ def _saturation_check(report: Report, target: Target, output: np.ndarray, grad) 
     else:
         report.add("saturation", "pass", "the score is a logit (not saturating)")
         return
-    saturated = (p > SATURATED) | (p < 1 - SATURATED)
+    saturated = (p > SATURATION) | (p < 1 - SATURATION)
     gnorm = 0.0 if grad is None else float(np.linalg.norm(grad))
     if saturated.any():
         report.add("saturation", "warn", f"{kind} at {float(p.max()):.4f}; gradients of a saturated "

@@ -14,8 +14,8 @@ size can fit several readings, or fit by accident: an attention matrix (B, heads
 stride, and a reading is *established* only if its grid follows the input (same stride, same prefix,
 same channels) and exactly one reading does. A tensor whose values do not change with the input is no
 activation at all. Models that accept only one input size are measured at that size with other
-values; a reading is then established only when it is the only candidate, and 4-D readings whose
-h * w equals a token count (token-mixing matrices) are refused.
+values; a reading is then established only when it is the only candidate, and square 4-D readings
+whose side equals a token count (attention matrices, B x heads x N x N) are refused.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _image_ops
 from ..errors import XaiReadyError
 
 MAX_PREFIX = 8  # class + distillation + register tokens seen in practice: 1, 2, 5 (4 registers + class)
@@ -120,15 +121,16 @@ def measure(first: Mapping[str, Observation], input_a: tuple[int, ...],
                 # C equals h and w at one size: the framework's own map layout decides, as it does for
                 # every layer it builds (Keras layers are channels-last).
                 result[name] = _decide(maps, maps, f"square at input {hw_a}, read in the framework's {native}")
-        if result[name].kind == "tokens":
-            g = result[name].grid
-            token_counts |= {g[0] * g[1], g[0] * g[1] + result[name].prefix}
     _resolve_by_shared_grid(first, result, hw_a, batch)
-    if not resized:  # one size only: a 4-D "map" as large as the token count mixes tokens
+    for lay in result.values():  # after the shared grids settled the ambiguous token readings
+        if lay.kind == "tokens":
+            token_counts |= {lay.grid[0] * lay.grid[1], lay.grid[0] * lay.grid[1] + lay.prefix}
+    if not resized:  # one size only: a square 4-D "map" whose side is a token count is attention
         for name, lay in result.items():
-            if lay.kind in ("NCHW", "NHWC") and lay.grid[0] * lay.grid[1] in token_counts and token_counts:
-                result[name] = Layout("none", evidence=f"{lay.grid[0]}x{lay.grid[1]} equals a token count: a "
-                                                       "token-mixing matrix (attention), not an image map")
+            h, w = lay.grid or (0, 0)
+            if lay.kind in ("NCHW", "NHWC") and h == w and h in token_counts:  # (B, heads, N, N)
+                result[name] = Layout("none", evidence=f"{h}x{w} is tokens x tokens: an attention matrix, "
+                                                       "not an image map")
     return result
 
 
@@ -202,7 +204,7 @@ def measure_layouts(handle, x: np.ndarray, target, result, names) -> dict[str, L
     """Layouts of ``names`` from the pass that produced ``result`` plus one more: at an input larger
     by the coarsest stride seen (edge-padded), or, when the model takes one size only, at that size
     with other values."""
-    axes = (2, 3) if handle.layout == "NCHW" else (1, 2)
+    axes = _image_ops.spatial_axes(x, handle.layout)
     if x.ndim != 4:
         return {n: Layout("none", evidence="the input is not an image batch") for n in names}
     first = {n: Observation(tuple(a.shape), fingerprint(a)) for n, a in result.activations.items() if n in names}

@@ -37,6 +37,22 @@ class GradResult:
     contrast: GradResult | None = None  # vjp(contrast=True): the runner-up class, from the same forward
 
 
+def grad_result(keep, output, scores, in_graph: bool, calls: dict, target, acts: dict, grads: list,
+                input_grad: bool) -> GradResult:
+    """A GradResult from one backward: ``grads`` holds the input's gradient first (when ``input_grad``)
+    and then one per captured activation; every tensor goes through ``keep`` (to NumPy, or kept as is)."""
+    result = GradResult(output=output, scores=scores, input_grad=None, score_in_graph=in_graph,
+                        calls=calls, target=target)
+    if input_grad:
+        g = grads[0]
+        result.input_grad = None if g is None else keep(g)
+        grads = grads[1:]
+    for (name, act), g in zip(acts.items(), grads, strict=True):
+        result.activations[name] = keep(act)
+        result.layer_grads[name] = None if g is None else keep(g)
+    return result
+
+
 @dataclass
 class OverrideStats:
     """What a ReLU gradient override actually intercepted during the forward passes it covered."""

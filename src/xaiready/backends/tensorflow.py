@@ -24,7 +24,7 @@ import tensorflow as tf
 from ..errors import InputError, UsageError
 from ..targets import Target, runner_up
 from . import tensorflow_trace
-from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
+from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, grad_result, select_output
 from .keras_graph import layer_children, safe_gradient, walk_layers, wrapped_calls
 
 _TF_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError, TypeError,
@@ -189,25 +189,12 @@ class TensorFlowBackend:
         if differentiable and sources:
             grads = safe_gradient(tape, root, sources, seed)
         in_graph = differentiable and (not sources or any(g is not None for g in grads))
-        result = self._result(out_np, scores_np, in_graph, captured.calls(), target, acts, grads, input_grad)
+        result = grad_result(_np, out_np, scores_np, in_graph, captured.calls(), target, acts, grads, input_grad)
         other = runner_up(target, out_np) if contrast and seed is not None and in_graph else None
         if other is not None:
             other_seed = tf.constant(other.seed(out_np), dtype=seed.dtype)
-            result.contrast = self._result(out_np, other.scores(out_np), in_graph, result.calls, other, acts,
+            result.contrast = grad_result(_np, out_np, other.scores(out_np), in_graph, result.calls, other, acts,
                                            safe_gradient(tape, root, sources, other_seed), input_grad)
-        return result
-
-    @staticmethod
-    def _result(out_np, scores_np, in_graph, calls, target, acts, grads, input_grad) -> GradResult:
-        result = GradResult(output=out_np, scores=scores_np, input_grad=None, score_in_graph=in_graph,
-                            calls=calls, target=target)
-        if input_grad:
-            g = grads[0]
-            result.input_grad = None if g is None else _np(g)
-            grads = grads[1:]
-        for (name, act), g in zip(acts.items(), grads, strict=True):
-            result.activations[name] = _np(act)
-            result.layer_grads[name] = None if g is None else _np(g)
         return result
 
     def _vjp_split(self, xt, target, layers, input_grad):

@@ -18,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import DeviceMemoryError, InputError, UsageError, first_line
 from ..targets import Target, runner_up
 from .arrays import seed_of
-from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, select_output
+from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, grad_result, select_output
 
 # Activations that ReLU-style gradient rules cannot be applied to; counted, never silently ignored.
 _NOT_OVERRIDABLE = {"silu", "gelu", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu",
@@ -181,11 +181,11 @@ class TorchBackend:
                         grads[i] = g
                 return grads
 
-            result = _result(keep, out_kept, scores, in_graph, captured.calls(), target, acts,
+            result = grad_result(keep, out_kept, scores, in_graph, captured.calls(), target, acts,
                              backward(seed, retain=other is not None), input_grad)
             if other is not None:  # the runner-up class from the same forward: one more backward only
                 other_seed = torch.as_tensor(other.seed(out_kept), dtype=out.dtype, device=out.device)
-                result.contrast = _result(keep, out_kept, other.scores(out_kept), in_graph, result.calls, other,
+                result.contrast = grad_result(keep, out_kept, other.scores(out_kept), in_graph, result.calls, other,
                                           acts, backward(other_seed), input_grad)
             return result
 
@@ -269,7 +269,10 @@ class TorchBackend:
 
     def activation_bytes(self, x: np.ndarray) -> int:
         """Bytes a forward keeps for its backward per row of ``x``'s shape, measured: what autograd saves
-        on a pass of two rows minus a pass of one (the weights it saves cancel out)."""
+        on a pass of two batches minus a pass of one (the weights it saves cancel out). A batch is one
+        row, or the graph's fixed batch size for a converted export that has one."""
+        unit = getattr(self, "fixed_batch", None) or 1
+
         def saved(rows: int) -> int:
             total = 0
 
@@ -282,7 +285,7 @@ class TorchBackend:
                 self._run(self.to_tensor(np.repeat(x[:1], rows, axis=0), requires_grad=True))
             return total
 
-        return max(0, saved(2) - saved(1))
+        return max(0, saved(2 * unit) - saved(unit)) // unit
 
     def free_memory(self) -> int:
         """Free bytes where the model runs: the GPU's (CUDA), else the host's available memory."""
@@ -359,20 +362,6 @@ class TorchBackend:
 
 def _detached(t: torch.Tensor) -> torch.Tensor:
     return t.detach()
-
-
-def _result(keep, output, scores, in_graph, calls, target, acts, grads, input_grad) -> GradResult:
-    """A GradResult whose tensors went through ``keep`` (to NumPy, or detached on the device)."""
-    result = GradResult(output=output, scores=scores, input_grad=None, score_in_graph=in_graph,
-                        calls=calls, target=target)
-    if input_grad:
-        g = grads[0]
-        result.input_grad = None if g is None else keep(g)
-        grads = grads[1:]
-    for (name, act), g in zip(acts.items(), grads, strict=True):
-        result.activations[name] = keep(act)
-        result.layer_grads[name] = None if g is None else keep(g)
-    return result
 
 
 class TorchOps:

@@ -72,27 +72,6 @@ class ConvertedTorchBackend(TorchBackend):
         fixed = self.fixed_batch
         return super().output_names(np.repeat(np.asarray(x[:1]), fixed, axis=0) if fixed else x)
 
-    def activation_bytes(self, x: np.ndarray) -> int:
-        """Bytes autograd saves per row. The smallest pass is one chunk of the fixed batch, so this is
-        what two chunks save minus what one saves (the weights cancel out), over the chunk's rows."""
-        fixed = self.fixed_batch
-        if not fixed or fixed == 1:
-            return super().activation_bytes(x)
-
-        def saved(rows: int) -> int:
-            total = 0
-
-            def pack(t):
-                nonlocal total
-                total += t.numel() * t.element_size()
-                return t
-
-            with self.session(), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                self._run(self.to_tensor(np.repeat(x[:1], rows, axis=0), requires_grad=True))
-            return total
-
-        return max(0, saved(2 * fixed) - saved(fixed)) // fixed
-
     def example_shape(self):
         return self._example_shape  # read off the ONNX graph's input, not guessed from the first Conv
 

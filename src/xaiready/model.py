@@ -117,6 +117,9 @@ class ModelHandle:
 
     def resolve(self, target: Target, x: np.ndarray) -> Target:
         """Fix a target's data-dependent choices against this model's output on ``x``."""
+        if getattr(target, "raw_output", False) and not target.resolved:
+            # the output may be no tensor (a detector's list[dict]): the backend's pass resolves it
+            return self.vjp(x, target, input_grad=False).target or target
         if target.framework_fn is not None:
             return target
         return target.resolve(self.forward(x), channel_axis=self.channel_axis)

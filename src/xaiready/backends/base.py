@@ -144,6 +144,11 @@ def select_output(raw, choice: str | int | None, is_tensor: Callable[[object], b
     """
     if is_tensor(raw):
         return raw
+    if _detections(raw) and (choice is None or isinstance(raw, (list, tuple))):
+        kind = "dict(boxes, labels, scores)" if isinstance(raw, dict) or hasattr(raw, "keys") else \
+            f"{type(raw).__name__}[dict]"
+        raise UsageError(f"this model returns {kind} detections, not a tensor",
+                         hint="use --task detection or a raw-output target (xaiready.detection.Detection)")
     if isinstance(raw, dict) or hasattr(raw, "keys"):
         keys = list(raw.keys())
         key = choice
@@ -166,6 +171,14 @@ def select_output(raw, choice: str | int | None, is_tensor: Callable[[object], b
         return _tensor_output(value, index, is_tensor)
     raise InputError(f"the model returned {type(raw).__name__}, not a tensor",
                      hint="wrap the model so it returns a tensor, or pick one with --output")
+
+
+def _detections(raw) -> bool:
+    """True for a detector's output: a dict with boxes and scores, or a list/tuple of such dicts."""
+    def one(v):
+        return (isinstance(v, dict) or hasattr(v, "keys")) and "boxes" in v and "scores" in v
+
+    return one(raw) or (isinstance(raw, (list, tuple)) and len(raw) > 0 and all(one(v) for v in raw))
 
 
 def _tensor_output(value, key, is_tensor):

@@ -113,9 +113,12 @@ class TorchBackend:
         """Pick the output to explain from a tensor, dict or tuple output."""
         return select_output(raw, self.output, lambda v: isinstance(v, torch.Tensor))
 
-    def _run(self, xt: torch.Tensor) -> torch.Tensor:
+    def _run(self, xt: torch.Tensor, raw: bool = False):
+        """The selected output tensor; ``raw=True``: the model's output as it returned it (for raw-output
+        targets such as ``detection.Detection``, which read ``list[dict]`` detections)."""
         try:
-            return self._select(self.module(xt))
+            out = self.module(xt)
+            return out if raw else self._select(out)
         except (UsageError, InputError):
             raise
         except torch.OutOfMemoryError as exc:
@@ -145,17 +148,22 @@ class TorchBackend:
         """NumPy in, NumPy out; a tensor ``x`` (``self.ops``) gets tensors back, left on the device."""
         native = isinstance(x, torch.Tensor)
         keep = _detached if native else self.to_numpy
+        raw = bool(getattr(target, "raw_output", False))  # the target reads the model's own output
         with self.session(), torch.enable_grad(), _capture(self.module, layers) as captured:
             xt = x.detach().requires_grad_(input_grad) if native else self.to_tensor(x, requires_grad=input_grad)
             try:
-                out = self._run(xt)
+                out = self._run(xt, raw=raw)
             except InputError as exc:
                 if native:
                     raise
                 return self._grad_mode_failure(x, target, exc)
-            out_kept = keep(out)
+            out_kept = _tree(keep, out) if raw else keep(out)
             if not target.resolved:
-                target = target.resolve(self.to_numpy(out), channel_axis=1)
+                target = target.resolve(_tree(self.to_numpy, out) if raw else self.to_numpy(out), channel_axis=1)
+            if raw and target.framework_fn is None and not isinstance(out, torch.Tensor):
+                raise UsageError(f"a raw-output target without a framework function needs a tensor output; this "
+                                 f"model returns {_kind_of(out)}",
+                                 hint="give the target a framework_fn, or use --task detection")
             if target.framework_fn is not None:
                 score = target.framework_fn(out)
                 scores = (keep(score).to(torch.float64) if native else self.to_numpy(score).astype(np.float64))
@@ -197,8 +205,13 @@ class TorchBackend:
     def _grad_mode_failure(self, x: np.ndarray, target: Target, exc: InputError) -> GradResult:
         """A forward that runs without gradients but raises with them (``.numpy()`` on a tensor that
         requires grad, say) is a broken gradient path, not an input problem; anything else re-raises."""
+        raw = bool(getattr(target, "raw_output", False))
         try:
-            out_np = self.forward(x)
+            if raw:
+                with self.session(), torch.no_grad():
+                    out_np = _tree(self.to_numpy, self._run(self.to_tensor(x), raw=True))
+            else:
+                out_np = self.forward(x)
         except InputError:
             raise exc from None
         if not target.resolved:
@@ -282,7 +295,7 @@ class TorchBackend:
                 return t
 
             with self.session(), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                self._run(self.to_tensor(np.repeat(x[:1], rows, axis=0), requires_grad=True))
+                self._run(self.to_tensor(np.repeat(x[:1], rows, axis=0), requires_grad=True), raw=True)
             return total
 
         return max(0, saved(2 * unit) - saved(unit)) // unit
@@ -362,6 +375,24 @@ class TorchBackend:
 
 def _detached(t: torch.Tensor) -> torch.Tensor:
     return t.detach()
+
+
+def _tree(fn, value):
+    """``fn`` on every tensor of a raw output (tensor, dict, list or tuple of them); other leaves as they are."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        return {k: _tree(fn, value[k]) for k in value.keys()}
+    if isinstance(value, (list, tuple)):
+        return [_tree(fn, v) for v in value]
+    return value
+
+
+def _kind_of(value) -> str:
+    """``list[dict]``, ``tuple[Tensor]``... for messages about a raw output."""
+    if isinstance(value, (list, tuple)) and value:
+        return f"{type(value).__name__}[{type(value[0]).__name__}]"
+    return type(value).__name__
 
 
 class TorchOps:

@@ -42,6 +42,11 @@ def prepare(handle, x: Any, target: Target | None, *, resolve: bool = True) -> P
         if target is None:
             target = for_task(infer_task(_output_shape(handle, x)), None)
         return Prepared(x, target, None, None)
+    if target is not None and getattr(target, "raw_output", False):
+        # A raw-output target (a detector's list[dict]) may see no tensor: the backend's pass resolves
+        # it once on x and scores it; every later pass reuses that resolved target.
+        res = handle.vjp(x, target, input_grad=False)
+        return Prepared(x, res.target or target, None, np.asarray(res.scores, dtype=np.float64))
     out = handle.forward(x)
     _SHAPES.setdefault(handle, {})[tuple(x.shape)] = tuple(out.shape)
     if target is None:

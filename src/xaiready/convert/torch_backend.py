@@ -31,12 +31,14 @@ class ConvertedTorchBackend(TorchBackend):
     def _chunked(self, n: int) -> bool:
         return bool(self.fixed_batch) and n not in (0, self.fixed_batch)
 
-    def _run(self, xt: torch.Tensor) -> torch.Tensor:
+    def _run(self, xt: torch.Tensor, raw: bool = False) -> torch.Tensor:
         run = super()._run
         with warnings.catch_warnings():  # onnx2torch's modules warn about torch deprecations on every call
             warnings.simplefilter("ignore", UserWarning)
             if not self._chunked(xt.shape[0]):
-                return run(xt)
+                return run(xt, raw=raw)
+            # Chunks are joined as tensors, so a chunked graph gives its selected output even when asked
+            # for the raw one (an exported detector's head is one tensor).
             fixed = self.fixed_batch
             parts = []
             for start, stop in batch_chunks(xt.shape[0], fixed):

@@ -63,10 +63,15 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=["classification", "segmentation", "regression"],
-                   help="what the score is (default: guessed from the output shape)")
+    p.add_argument("--task", choices=["classification", "segmentation", "regression", "sequence"],
+                   help="what the score is (default: guessed from a (N, K) or 4-D output shape; a 3-D "
+                        "(B, T, K) output needs --task sequence|regression|segmentation)")
     p.add_argument("--target", type=int, metavar="K",
                    help="class K (classification/segmentation) or output index (regression)")
+    p.add_argument("--target-text", metavar="I,J,...",
+                   help="sequence task: explain log p(this label sequence) (minus the CTC loss), given as "
+                        "class indices (map your alphabet to indices yourself); default: the best path")
+    p.add_argument("--blank", type=int, metavar="K", help="sequence task: the CTC blank class (default 0)")
 
 
 def _floats(text: str | None, what: str):
@@ -147,9 +152,29 @@ def warn_unnormalised(handle, x) -> None:
                             "explanations of unnormalised inputs can mislead")
 
 
-def make_target(args):
-    from ..targets import for_task
+def make_target(args, output_shape=None):
+    """The target the options name, or None when they name none. ``output_shape`` (a shape, or a
+    callable giving it) settles the task of a bare --target; without it a bare --target is a class."""
+    from ..targets import for_task, infer_task
 
-    if args.task is None and args.target is None:
+    text, blank = getattr(args, "target_text", None), getattr(args, "blank", None)
+    if args.task is None and args.target is None and text is None and blank is None:
         return None
-    return for_task(args.task or "classification", args.target)
+    labels = None
+    if text is not None:
+        try:
+            labels = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--target-text '{text}' is not a comma-separated list of class indices",
+                             hint="e.g. --target-text 3,1,4 (map characters to class indices yourself)") from None
+    task = args.task
+    if task is None:
+        if text is not None or blank is not None:
+            task = "sequence"
+        elif output_shape is not None:
+            task = infer_task(output_shape() if callable(output_shape) else output_shape)
+        else:
+            task = "classification"
+    if task != "sequence" and (text is not None or blank is not None):
+        raise UsageError(f"--target-text and --blank are for --task sequence, not {task}")
+    return for_task(task, args.target, labels=labels, blank=blank)

@@ -68,8 +68,7 @@ def run(args) -> int:
     from ..api import as_handle, with_health
     from ..errors import CapabilityError, UsageError
     from ..methods import load_methods
-    from ..targets import for_task, infer_task
-    from ._common import load_model, read_input
+    from ._common import load_model, make_target, read_input
 
     methods = load_methods()
     classes = [methods.get(name) for name in args.method]  # unknown names fail before loading anything
@@ -77,10 +76,7 @@ def run(args) -> int:
         raise UsageError("nothing to write", hint="give --out FILE.png and/or --save FILE.npy")
     handle = as_handle(load_model(args))
     x = read_input(args, handle)
-    target = None
-    if args.task or args.target is not None:
-        task = args.task or infer_task(handle.forward(x).shape)
-        target = for_task(task, args.target)
+    target = make_target(args, lambda: handle.forward(x).shape)
     results = []
     for name, cls in zip(args.method, classes, strict=True):
         started = time.perf_counter()

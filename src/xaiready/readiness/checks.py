@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import UsageError, XaiReadyError
 from ..model import ModelHandle
-from ..targets import SATURATION, Class, Target, for_task, infer_task
+from ..targets import SATURATION, Class, Target, for_task, infer_task, task_of
 from .conversion import verify_conversion
 from .layers import measure_layers
 from .layouts import measure_layouts
@@ -35,16 +35,32 @@ def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = Non
             report.error = exc.to_dict()
             raise
         report.add("forward", "pass", f"input {tuple(x.shape)} -> output {tuple(out.shape)}")
-        task = task or infer_task(out.shape)
+        task, task_from = _task(task, target, out.shape)
         target = target or for_task(task, None)
         if target.framework_fn is None and not target.resolved:
             target = target.resolve(out, channel_axis=handle.channel_axis)  # reuse this forward
-        report.context.update({"task": task, "target": target.describe(), "input_shape": list(x.shape),
+        report.context.update({"task": task, "task_from": task_from, "target": target.describe(),
+                               "input_shape": list(x.shape),
                                "output_shape": list(out.shape), "notes": handle.notes})
         _gradient_checks(handle, x, target, out, report, layer, fd_directions)
     _unchanged_check(handle, snapshot, report)
     report.context["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def _task(task, target, shape) -> tuple[str, str]:
+    """The task and how it was chosen. A shape that does not say (a 3-D (B, T, K) output) is a usage
+    error unless the task or a target is given; a Custom target on such an output explains "custom"."""
+    if task:
+        return task, "given"
+    if target is not None:
+        of = task_of(target)
+        if of is not None:
+            return of, "from the target"
+        inferred = infer_task(shape, fallback="custom")
+        return inferred, (f"a custom target on an output of shape {tuple(shape)}" if inferred == "custom" else
+                          f"inferred from the output shape {tuple(shape)}")
+    return infer_task(shape), f"inferred from the output shape {tuple(shape)}"
 
 
 def _gradient_checks(handle, x, target, out, report, layer, fd_directions):

@@ -185,3 +185,18 @@ def test_a_module_called_twice_is_reported_and_each_call_can_be_chosen():
         ours = xr.explain(model, x, "gradcam", Class(1), layer=f"block#{k}", sanity="off")
         np.testing.assert_allclose(ours.raw, outs[k], rtol=1e-5, atol=1e-6)
     assert not np.allclose(outs[0], outs[1])
+
+
+def test_a_token_count_that_reads_two_ways_is_settled_by_a_second_size():
+    """17 tokens at 32 x 32 fit 1 + 4x4 (stride 8) and 8 + 3x3 (stride 10): ambiguous at one size, so
+    no layout is established; at 40 x 40 the same layer has 26 tokens, which only 1 + 5x5 follows."""
+    from xaiready.readiness.layouts import Observation, candidates, measure
+
+    readings = {(c.prefix, c.grid) for c in candidates((2, 17, 32), (32, 32), 2)}
+    assert {(1, (4, 4)), (8, (3, 3))} <= readings
+    first = {"blocks.1.norm1": Observation((2, 17, 32), 1.0)}
+    alone = measure(first, (2, 3, 32, 32), None, None, (2, 3))["blocks.1.norm1"]
+    assert alone.kind == "none" and alone.evidence.startswith("ambiguous")
+    second = {"blocks.1.norm1": Observation((2, 26, 32), 2.0)}
+    settled = measure(first, (2, 3, 32, 32), second, (2, 3, 40, 40), (2, 3))["blocks.1.norm1"]
+    assert (settled.kind, settled.prefix, settled.grid) == ("tokens", 1, (4, 4)), settled.evidence

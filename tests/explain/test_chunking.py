@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import xaiready as xr
-from xaiready.methods._chunking import MIN_ROWS, auto_batch_size
+from xaiready.methods._chunking import MIN_ROWS, TARGET_ELEMENTS, auto_batch_size
 from xaiready.targets import Class, Regression
 from xaiready.testing import zoo
 
@@ -47,20 +47,23 @@ def test_passes_never_exceed_the_chunk(x):
     model.seen.clear()
     xr.explain(model, x, "integrated-gradients", Class(0), n_steps=200, verify=False, sanity="off")
     auto = auto_batch_size(x)
-    assert auto == max(len(x), MIN_ROWS) and max(model.seen[1:]) == auto  # same chunk at 50 or 200 steps
+    per_row = int(np.prod(x.shape[1:]))
+    assert auto == max(len(x), MIN_ROWS, TARGET_ELEMENTS // per_row)
+    assert max(model.seen[1:]) == min(auto, len(x) * 200)  # the same chunk at 50 or 200 steps
 
 
 def test_auto_batch_size_is_bounded_by_input_size():
-    assert auto_batch_size(np.zeros((2, 3, 32, 32))) == MIN_ROWS
-    assert auto_batch_size(np.zeros((16, 3, 32, 32))) == 16
+    assert auto_batch_size(np.zeros((2, 3, 224, 224))) == MIN_ROWS
+    assert auto_batch_size(np.zeros((2, 3, 32, 32))) == TARGET_ELEMENTS // 3072  # small rows: ~1M values a pass
+    assert auto_batch_size(np.zeros((16, 3, 224, 224))) == 16
     assert auto_batch_size(np.zeros((1, 3, 1024, 1024))) == 2  # 32 MiB of inputs per chunk at most
     assert auto_batch_size(np.zeros((1, 3, 4096, 4096))) == 1
     assert auto_batch_size(np.zeros((1, 3, 8, 8)), 5) == 5
     gpu = SimpleNamespace(backend=SimpleNamespace(on_accelerator=True))  # what a GPU backend reports
-    assert auto_batch_size(np.zeros((2, 3, 32, 32)), handle=gpu) == 32
+    assert auto_batch_size(np.zeros((2, 3, 224, 224)), handle=gpu) == 32
     from xaiready.api import as_handle
 
-    assert auto_batch_size(np.zeros((2, 3, 32, 32)), handle=as_handle(build(zoo.HealthyCNN))) == MIN_ROWS
+    assert auto_batch_size(np.zeros((2, 3, 224, 224)), handle=as_handle(build(zoo.HealthyCNN))) == MIN_ROWS
 
 
 def test_smoothgrad_noise_level_is_a_fraction_of_the_input_range(rng):
@@ -113,9 +116,10 @@ def test_a_chunk_that_runs_out_of_memory_is_retried_smaller():
 def test_activation_memory_per_row_is_measured():
     """A linear layer keeps its input row for the weight gradient: 4 bytes per input value and row."""
     from xaiready.api import as_handle
-    from xaiready.methods._chunking import auto_batch_size
-
     handle = as_handle(torch.nn.Sequential(torch.nn.Linear(100, 10)))
     assert handle.backend.activation_bytes(np.zeros((1, 100), np.float32)) == 400
+    from xaiready.methods._chunking import MEMORY_SHARE
+
     x = np.zeros((4, 100), np.float32)
-    assert 1 <= auto_batch_size(x, handle=handle) <= 8
+    by_memory = int(MEMORY_SHARE * handle.backend.free_memory()) // 400
+    assert auto_batch_size(x, handle=handle) == min(TARGET_ELEMENTS // 100, by_memory)

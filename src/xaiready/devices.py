@@ -28,3 +28,15 @@ def no_gpu(spec: str, framework: str, seen: int) -> UsageError:
     what = "no GPU" if seen == 0 else f"only {seen} GPU(s)"
     return UsageError(f"--device {spec}: {framework} sees {what}", hint="use --device cpu, or auto to take a GPU "
                       "when there is one")
+
+
+def gpu_index(spec: str, framework: str, gpus: int | None) -> int | None:
+    """The GPU ``spec`` asks for, or None for the CPU, given the GPUs ``framework`` sees (``gpus``;
+    None where it has GPU support but does not count devices). ``auto`` takes GPU 0 when there is one."""
+    kind, index = parse_device(spec)
+    if kind == "cpu" or (kind == "auto" and gpus == 0):
+        return None
+    index = index or 0
+    if gpus == 0 or (gpus is not None and index >= gpus):
+        raise no_gpu(spec, framework, gpus or 0)
+    return index

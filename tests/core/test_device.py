@@ -72,3 +72,19 @@ def test_explanations_on_cuda_equal_cpu(saved):
         a = xr.explain(cpu, x, method, xr.targets.Class(1), **options)
         b = xr.explain(gpu, x, method, xr.targets.Class(1), **options)
         np.testing.assert_allclose(b.values, a.values, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec,gpus,index", [("cpu", 2, None), ("auto", 0, None), ("auto", 2, 0), ("cuda", 1, 0),
+                                             ("cuda:1", 2, 1), ("cuda:3", None, 3)])
+def test_the_gpu_a_spec_asks_for(spec, gpus, index):
+    from xaiready.devices import gpu_index
+
+    assert gpu_index(spec, "PyTorch", gpus) == index
+
+
+@pytest.mark.parametrize("spec,gpus", [("cuda", 0), ("cuda:1", 1), ("cuda:0", 0)])
+def test_a_gpu_that_is_not_there(spec, gpus):
+    from xaiready.devices import gpu_index
+
+    with pytest.raises(UsageError, match="PyTorch sees"):
+        gpu_index(spec, "PyTorch", gpus)

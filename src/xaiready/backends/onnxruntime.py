@@ -87,20 +87,16 @@ class OnnxRuntimeBackend:
         """ONNX Runtime's CUDA provider for a GPU (where this onnxruntime build has it), else the CPU's."""
         import onnxruntime as ort
 
-        from ..devices import no_gpu, parse_device
+        from ..devices import gpu_index
 
-        kind, index = parse_device(spec)
         has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-        if kind == "auto":
-            kind = "cuda" if has_cuda else "cpu"
-        if kind == "cuda" and not has_cuda:
-            raise no_gpu(spec, "ONNX Runtime (this build has no CUDA provider)", 0)
-        if kind == "cpu":
+        # ONNX Runtime does not count devices; a device_id it lacks is reported by the provider itself.
+        index = gpu_index(spec, "ONNX Runtime (this build has no CUDA provider)", None if has_cuda else 0)
+        if index is None:
             self.sess.set_providers(["CPUExecutionProvider"])
             return "cpu"
-        self.sess.set_providers(["CUDAExecutionProvider", "CPUExecutionProvider"],
-                                [{"device_id": index or 0}, {}])
-        return f"cuda:{index or 0}"
+        self.sess.set_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], [{"device_id": index}, {}])
+        return f"cuda:{index}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=_NUMPY_TYPES.get(self.input.dtype, np.float32))

@@ -83,15 +83,10 @@ class TensorFlowBackend:
 
     def to_device(self, spec: str) -> str:
         """Place the model's ops on the CPU or a visible GPU (TensorFlow's own device names)."""
-        from ..devices import no_gpu, parse_device
+        from ..devices import gpu_index
 
-        kind, index = parse_device(spec)
-        seen = len(tf.config.list_logical_devices("GPU"))
-        if kind == "auto":
-            kind = "cuda" if seen else "cpu"
-        if kind == "cuda" and (index or 0) >= seen:
-            raise no_gpu(spec, "TensorFlow", seen)
-        self.device = "/CPU:0" if kind == "cpu" else f"/GPU:{index or 0}"
+        index = gpu_index(spec, "TensorFlow", len(tf.config.list_logical_devices("GPU")))
+        self.device = "/CPU:0" if index is None else f"/GPU:{index}"
         return self.device
 
     def _call(self, xt):

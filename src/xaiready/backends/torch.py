@@ -190,11 +190,11 @@ class TorchBackend:
                 return grads
 
             result = grad_result(keep, out_kept, scores, in_graph, captured.calls(), target, acts,
-                             backward(seed, retain=other is not None), input_grad)
+                                 backward(seed, retain=other is not None), input_grad)
             if other is not None:  # the runner-up class from the same forward: one more backward only
                 other_seed = torch.as_tensor(other.seed(out_kept), dtype=out.dtype, device=out.device)
-                result.contrast = grad_result(keep, out_kept, other.scores(out_kept), in_graph, result.calls, other,
-                                          acts, backward(other_seed), input_grad)
+                result.contrast = grad_result(keep, out_kept, other.scores(out_kept), in_graph, result.calls,
+                                              other, acts, backward(other_seed), input_grad)
             return result
 
     @property
@@ -268,15 +268,10 @@ class TorchBackend:
 
     def to_device(self, spec: str) -> str:
         """Move the model to ``spec`` (``devices``); returns the device it is on."""
-        from ..devices import no_gpu, parse_device
+        from ..devices import gpu_index
 
-        kind, index = parse_device(spec)
-        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if kind == "auto":
-            kind, index = ("cuda", None) if seen else ("cpu", None)
-        if kind == "cuda" and (seen == 0 or (index or 0) >= seen):
-            raise no_gpu(spec, "PyTorch", seen)
-        device = torch.device(kind if index is None else f"{kind}:{index}")
+        index = gpu_index(spec, "PyTorch", torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        device = torch.device("cpu" if index is None else f"cuda:{index}")
         self.module.to(device)
         return str(device)
 

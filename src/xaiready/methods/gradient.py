@@ -37,11 +37,18 @@ class GradientMethod(Method):
         same forward where the method has one pass (else from the input gradients at x)."""
         opts = self.options(options)
         with handle.session():
-            prep = prepare(handle, x, target, resolve=not self.single_pass)
+            # A pass on x resolves the target on the way: the method's own (single-pass methods) or the
+            # class check's (the others), so neither needs a forward of its own to resolve it.
+            prep = prepare(handle, x, target, resolve=not (self.single_pass or contrast))
             if verify:
                 require(handle, prep.x, prep.target, self)
+            runner = None
+            if contrast and not self.single_pass:  # plain gradients at x, outside the method's context
+                res = handle.vjp(prep.x, prep.target, contrast=True)
+                prep = resolved(prep, res)
+                runner = contrast_of(res, explained=res.input_grad, measured_on="input gradient at x")
             with self.pass_context(handle, opts) as state:
-                if self.single_pass:  # the one pass on x resolves the target: no extra forward
+                if self.single_pass:
                     res = handle.vjp(prep.x, prep.target, contrast=contrast)
                     prep = resolved(prep, res)
                     values = self.from_grad(prep.x, checked_grad(handle, res))
@@ -52,10 +59,6 @@ class GradientMethod(Method):
                     ops = handle.ops
                     values = ops.to_numpy(self.attribute(handle, ops.asarray(prep.x), prep.target.on(ops),
                                                          ops.arange(0, len(prep.x)), opts))
-                    runner = None
-            if contrast and not self.single_pass:
-                res = handle.vjp(prep.x, prep.target, contrast=True)
-                runner = contrast_of(res, explained=res.input_grad, measured_on="input gradient at x")
             info, warnings = self.summarize(state, opts)
             more_info, more_warnings = self.finish(handle, prep, values, opts)
         return attribution(self, handle, prep, values, opts, info={**info, **more_info},

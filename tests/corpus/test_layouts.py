@@ -46,11 +46,15 @@ CASES = {
     "tv-vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", "tokens", 1, (2, 2), _tokens(1, 2, 2)),
     "hf-vit": ("vit.layers.1.layernorm_before", "tokens", 1, (4, 4), _tokens(1, 4, 4)),
     "hf-swin": ("swin.layernorm", "tokens", 0, (4, 4), _tokens(0, 4, 4)),
+    # Pooled tokens (no class-token readout): the last MLP norm's patch tokens reach the score.
+    "timm-beit_pooled": ("blocks.1.norm2", "tokens", 1, (4, 4), _tokens(1, 4, 4)),
     "timm-swin_tiny": ("norm", "NHWC", 0, (7, 7), _nhwc),
     "tv-convnext_tiny": ("features", "NCHW", 0, (2, 2), None),
     "timm-mobilevit_xxs": ("final_conv", "NCHW", 0, (2, 2), None),
 }
-FAST = {"timm-vit_tiny", "timm-vit_reg4", "hf-vit", "hf-swin", "tv-convnext_tiny"}
+FAST = {"timm-vit_tiny", "timm-vit_reg4", "timm-beit_pooled", "hf-vit", "hf-swin", "tv-convnext_tiny"}
+A.BUILDERS.setdefault("timm-beit_pooled", A._timm("beit_base_patch16_224", size=32, img_size=32, patch_size=8, depth=2,
+                                                  embed_dim=64, num_heads=2))
 A.BUILDERS.setdefault("timm-vit_reg4", A._timm("vit_tiny_patch16_224", size=64, img_size=64, patch_size=16,
                                                reg_tokens=4, class_token=True, depth=2))
 

@@ -111,6 +111,8 @@ def _default_layer(found: LayerFindings, result: GradResult, output_channels: in
     norms = [n for n in maps if layouts[n].kind == "tokens" and "norm" in kinds.get(n, n).lower()]
     pick = norms[-1] if norms else last
     grid = layouts[pick].grid
-    why = ("the last normalisation before an attention whose patch tokens still reach the score"
+    # With a class-token readout that is the last attention's input norm (after the final attention only
+    # the class token reaches the score); with pooled tokens it is the last block's MLP norm.
+    why = ("the last token normalisation whose patch tokens still reach the score"
            if norms else "the last token layer whose patch tokens get gradient")
     return pick, f"{why} ({layouts[pick].prefix} prefix token(s), {grid[0]}x{grid[1]} grid)"

@@ -20,7 +20,7 @@ from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn, 
 
 import xaiready as xr
 from xaiready.api import as_handle
-from xaiready.detection import Detection, box_iou, xywh_to_xyxy
+from xaiready.targets.detection import Detection, box_iou, xywh_to_xyxy
 from xaiready.errors import UsageError
 
 from .conftest import assert_close

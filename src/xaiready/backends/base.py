@@ -148,7 +148,7 @@ def select_output(raw, choice: str | int | None, is_tensor: Callable[[object], b
         kind = "dict(boxes, labels, scores)" if isinstance(raw, dict) or hasattr(raw, "keys") else \
             f"{type(raw).__name__}[dict]"
         raise UsageError(f"this model returns {kind} detections, not a tensor",
-                         hint="use --task detection or a raw-output target (xaiready.detection.Detection)")
+                         hint="use --task detection or a raw-output target (xaiready.targets.Detection)")
     if isinstance(raw, dict) or hasattr(raw, "keys"):
         keys = list(raw.keys())
         key = choice

@@ -56,8 +56,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .errors import UsageError
-from .targets import Target
+from ..errors import UsageError
+from .base import Target
 
 __all__ = ["Detection", "box_iou", "xywh_to_xyxy"]
 

@@ -63,6 +63,11 @@ class UsageError(XaiReadyError):
     kind = "usage"
 
 
+class DetectionOutputError(UsageError):
+    """The model returns detections (torchvision's list[dict], a DETR ModelOutput), which only a
+    detection target can read: the default target of such a model is ``targets.Detection()``."""
+
+
 class LoadError(XaiReadyError):
     exit_code = 3
     kind = "corrupt"

@@ -42,6 +42,18 @@ def import_user_code(spec: str) -> ModuleType:
     return module
 
 
+def load_function(spec: str, what: str = "--target-fn"):
+    """``FILE.py:NAME`` or ``MODULE:NAME``: the named callable of the user's own code (imported, so it
+    runs: the user's choice, as with ``--import``)."""
+    module, sep, name = spec.rpartition(":")
+    if not sep or not module or not name:
+        raise UsageError(f"{what} '{spec}' is not FILE.py:NAME or MODULE:NAME", hint="e.g. scores.py:box_score")
+    fn = getattr(import_user_code(module), name, None)
+    if not callable(fn):
+        raise MissingCodeError(f"{what}: '{module}' has no function '{name}'", hint="check the name after the colon")
+    return fn
+
+
 def imported_modules() -> list[ModuleType]:
     return list(_imported)
 

@@ -249,7 +249,7 @@ def test_cli_3d_output_without_task_is_exit_2_one_line(ctc_files, capsys):
     args = ["check", ctc_files / "ctc.pt", "--arch", f"{ctc_files / 'ctcnet.py'}:CTCNet", "--input-shape", "1,3,8,12"]
     code, out, err = _cli(capsys, *args)
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "choose --task sequence|regression|segmentation" in err
+    assert len(err.strip().splitlines()) == 1 and "choose --task sequence|detection|regression|segmentation" in err
 
     code, out, err = _cli(capsys, *args, "--task", "sequence", "--json")
     assert code == 0, err

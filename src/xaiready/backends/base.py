@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import InputError, UsageError
+from ..errors import DetectionOutputError, InputError, UsageError
 from ..targets import Target
 
 
@@ -144,11 +144,11 @@ def select_output(raw, choice: str | int | None, is_tensor: Callable[[object], b
     """
     if is_tensor(raw):
         return raw
-    if _detections(raw) and (choice is None or isinstance(raw, (list, tuple))):
-        kind = "dict(boxes, labels, scores)" if isinstance(raw, dict) or hasattr(raw, "keys") else \
-            f"{type(raw).__name__}[dict]"
-        raise UsageError(f"this model returns {kind} detections, not a tensor",
-                         hint="use --task detection or a raw-output target (xaiready.targets.Detection)")
+    if (_detections(raw) and (choice is None or isinstance(raw, (list, tuple)))) or (choice is None and _detr(raw)):
+        kind = ("DETR-style (logits, pred_boxes)" if _detr(raw) else "dict(boxes, labels, scores)"
+                if isinstance(raw, dict) or hasattr(raw, "keys") else f"{type(raw).__name__}[dict]")
+        raise DetectionOutputError(f"this model returns {kind} detections, not a tensor",
+                                   hint="use --task detection or a raw-output target (xaiready.targets.Detection)")
     if isinstance(raw, dict) or hasattr(raw, "keys"):
         keys = list(raw.keys())
         key = choice
@@ -179,6 +179,10 @@ def _detections(raw) -> bool:
         return (isinstance(v, dict) or hasattr(v, "keys")) and "boxes" in v and "scores" in v
 
     return one(raw) or (isinstance(raw, (list, tuple)) and len(raw) > 0 and all(one(v) for v in raw))
+
+
+def _detr(raw) -> bool:
+    return (isinstance(raw, dict) or hasattr(raw, "keys")) and "logits" in raw and "pred_boxes" in raw
 
 
 def _tensor_output(value, key, is_tensor):

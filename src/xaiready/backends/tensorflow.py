@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError, UsageError
-from ..targets import Target, runner_up
+from ..targets import Detection, Target, runner_up
 from . import tensorflow_trace
 from .base import BreakFinding, GradResult, LayerAccess, OverrideStats, grad_result, select_output
 from .keras_graph import layer_children, safe_gradient, walk_layers, wrapped_calls
@@ -35,6 +35,7 @@ class TensorFlowBackend:
     framework = "tensorflow"
     layout = "NHWC"
     supports_contrast = True  # vjp(contrast=True) keeps the tape for the runner-up class (one-pass kinds)
+    held = None  # a multi-input Keras model's other inputs, fed beside the explained one (``held_inputs``)
 
     def __init__(self, model, *, kind: str = "keras", output: str | int | None = None,
                  input_key: str | None = None, splits=None, graph_def=None, input_spec=None):
@@ -96,6 +97,8 @@ class TensorFlowBackend:
     def _call_here(self, xt):
         if self._override_fn is not None:
             return self._override_fn(xt)
+        if self.held is not None:
+            return self.held.call_keras(self.model, xt)
         if self.kind == "keras":
             return self.model(xt, training=False)
         if self.input_key is not None:
@@ -169,7 +172,9 @@ class TensorFlowBackend:
             if not target.resolved:
                 target = target.resolve(out_np, channel_axis=-1)
             differentiable = not gradless and (out.dtype.is_floating or out.dtype.is_complex)
-            if target.framework_fn is not None:
+            # A detection target reads a head tensor on the host and seeds its backward, as class
+            # targets do; only a Custom target's fn must run in TensorFlow's own ops.
+            if target.framework_fn is not None and not isinstance(target, Detection):
                 score = target.framework_fn(out)
                 scores_np = np.asarray(score).astype(np.float64).reshape(-1)
                 root, seed = tf.reduce_sum(score), None

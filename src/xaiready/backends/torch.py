@@ -31,6 +31,7 @@ class TorchBackend:
     framework = "torch"
     layout = "NCHW"
     supports_contrast = True  # vjp(contrast=True): the runner-up class's gradients from the same forward
+    held = None  # a multi-input model's other inputs, fed beside the explained one (``held_inputs``)
 
     def __init__(self, module: torch.nn.Module, *, output: str | int | None = None,
                  kind: str = "eager"):
@@ -113,11 +114,20 @@ class TorchBackend:
         """Pick the output to explain from a tensor, dict or tuple output."""
         return select_output(raw, self.output, lambda v: isinstance(v, torch.Tensor))
 
+    def target_output(self, raw, target: Target):
+        """What ``target`` reads of the model's output ``raw``: all of it for a raw-output target (a
+        detector's list[dict]), else the selected tensor."""
+        return raw if getattr(target, "raw_output", False) else self._select(raw)
+
+    def _call(self, xt: torch.Tensor):
+        """The module on ``xt``, with the held inputs of a multi-input model (``held_inputs``)."""
+        return self.module(xt) if self.held is None else self.held.call_torch(self.module, xt)
+
     def _run(self, xt: torch.Tensor, raw: bool = False):
         """The selected output tensor; ``raw=True``: the model's output as it returned it (for raw-output
         targets such as ``detection.Detection``, which read ``list[dict]`` detections)."""
         try:
-            out = self.module(xt)
+            out = self._call(xt)
             return out if raw else self._select(out)
         except (UsageError, InputError):
             raise
@@ -131,7 +141,7 @@ class TorchBackend:
 
     def output_names(self, x: np.ndarray) -> list[str]:
         with self.session(), torch.no_grad():
-            raw = self.module(self.to_tensor(x))
+            raw = self._call(self.to_tensor(x))
         if isinstance(raw, dict) or hasattr(raw, "keys"):
             return [str(k) for k in raw.keys()]
         if isinstance(raw, (tuple, list)):
@@ -233,6 +243,27 @@ class TorchBackend:
         with self.session(), torch.no_grad(), _capture(self.module, layers) as captured:
             self._run(self.to_tensor(x))
             return {n: self.to_numpy(a) for n, a in captured.activations().items()}
+
+    @contextmanager
+    def detaches_held(self, x: np.ndarray):
+        """Within the block every forward replays the tensors the model detached on a forward of ``x``,
+        in call order, in place of its own: the function autograd differentiates, in which detached
+        tensors are constants. Yields the detach sites (the module entered last before each detach).
+        Detectors detach on purpose (torchvision's RPN proposals), so finite differences of the model
+        itself cannot match its gradient; replayed, they can. Forwards must have ``x``'s batch size."""
+        replay = _DetachReplay()
+        hooks = [self.module.register_forward_pre_hook(lambda *_: replay.start())]
+        hooks += [m.register_forward_pre_hook(lambda *_, n=n: setattr(replay, "module", n))
+                  for n, m in self.module.named_modules() if n]
+        try:
+            with self.session(), torch.no_grad(), replay:
+                self._run(self.to_tensor(x), raw=True)
+            replay.replaying = True
+            with replay:
+                yield list(dict.fromkeys(replay.sites))
+        finally:
+            for h in hooks:
+                h.remove()
 
     def layer_kinds(self) -> dict[str, str]:
         """Each layer's class name (LayerNorm, Conv2d...), to tell a normalisation from a projection."""
@@ -510,6 +541,33 @@ class _GuidedRelu(torch.autograd.Function):
         if ctx.mode == "deconvnet":
             return positive_grad, None, None
         return positive_grad * (out > 0).to(grad.dtype), None, None
+
+
+class _DetachReplay(TorchFunctionMode):
+    """Records what ``Tensor.detach`` returns on one forward, then hands those values back, in call
+    order, on later forwards (where the shape matches)."""
+
+    def __init__(self):
+        super().__init__()
+        self.recorded: list[torch.Tensor] = []
+        self.sites: list[str] = []
+        self.module = ""
+        self.replaying = False
+        self.at = 0
+
+    def start(self):
+        self.at = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.Tensor.detach or func is torch.detach:
+            if not self.replaying:
+                self.recorded.append(out.clone())
+                self.sites.append(self.module)
+            elif self.at < len(self.recorded) and self.recorded[self.at].shape == out.shape:
+                out = self.recorded[self.at].to(out.dtype)
+            self.at += 1
+        return out
 
 
 class _ReluOverride(TorchFunctionMode):

@@ -218,7 +218,7 @@ def _traced_forward(backend, x: np.ndarray, target: Target):
             handles.append(sub.register_forward_hook(lambda _m, _i, o, n=name: tracer.pop(n, o)))
         with torch.enable_grad(), tracer:
             try:
-                out = backend._select(module(xt))
+                out = backend.target_output(backend._call(xt), target)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                 return tracer, exc, None
             root = target.framework_fn(out) if target.framework_fn is not None else out
@@ -278,13 +278,14 @@ def locate_custom_backward(backend, x: np.ndarray, target: Target) -> BreakFindi
                 handles.append(sub.register_forward_hook(lambda _m, _i, o, n=name: remember(n, o)))
         with torch.enable_grad():
             xt = backend.to_tensor(x, requires_grad=True)
-            out = backend._select(module(xt))
+            out = backend.target_output(backend._call(xt), target)
     finally:
         for h in handles:
             h.remove()
-    if out.grad_fn is None:
+    root = _score_root(backend, out, target)
+    if root is None or root.grad_fn is None:
         return None
-    for node in _walk(out.grad_fn):
+    for node in _walk(root.grad_fn):
         if isinstance(node, torch.autograd.function.BackwardCFunction):
             fn_name = type(node).__name__.removesuffix("Backward")
             location = owner.get(id(node), ROOT)
@@ -344,7 +345,7 @@ def locate_non_finite(backend, x: np.ndarray, target: Target) -> BreakFinding | 
                 handles.append(sub.register_forward_hook(lambda _m, i, o, n=name: record(n, i, o)))
         with torch.enable_grad():
             xt = backend.to_tensor(x, requires_grad=True)
-            out = backend._select(module(xt))
+            out = backend.target_output(backend._call(xt), target)
     finally:
         for h in handles:
             h.remove()

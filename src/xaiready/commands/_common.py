@@ -18,7 +18,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, short_graph_names: bool =
                    help="import your code (custom classes) before loading; repeatable")
     p.add_argument("--trust", action="store_true",
                    help="allow formats that run code from the file (pickled modules, TorchScript)")
-    p.add_argument("--output", metavar="NAME|INDEX", help="which output to explain, for dict/tuple outputs")
+    p.add_argument("--output", metavar="NAME|INDEX", help="which output to explain, for dict/tuple outputs; for ONNX, any "
+                   "tensor of the graph by name (e.g. the logits before a final Softmax)")
     p.add_argument("--device", metavar="cpu|cuda|cuda:N|auto",
                    help="where the model runs (default: the framework's default, the CPU for PyTorch)")
     p.add_argument("--signature", metavar="NAME", help="SavedModel signature to call (default: serving_default)")
@@ -54,20 +55,38 @@ def apply_limits(args) -> None:
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", metavar="FILE", help="input: .npy (taken as is) or .png/.jpg image")
+    p.add_argument("--input", metavar="FILE|NAME=FILE", action="append",
+                   help="input: .npy (taken as is) or .png/.jpg image; a multi-input model takes each of its "
+                        "inputs by name, --input image=a.png --input meta=m.npy")
+    p.add_argument("--explain-input", metavar="NAME",
+                   help="multi-input models: the input to explain, the others held fixed (default: the only 4-D one)")
     p.add_argument("--input-shape", metavar="N,C,H,W", help="use a seeded random input of this shape")
-    p.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: the framework's)")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: the framework's; ONNX: detected from the graph, e.g. NHWC "
+                   "for a graph that begins with a Transpose to NCHW; the input-layout check says which)")
     p.add_argument("--resize", metavar="H,W", help="resize image inputs to H,W")
     p.add_argument("--mean", metavar="R,G,B", help="per-channel mean subtracted from images in [0, 1]")
     p.add_argument("--std", metavar="R,G,B", help="per-channel std dividing images after the mean")
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=["classification", "segmentation", "regression", "sequence"],
-                   help="what the score is (default: guessed from a (N, K) or 4-D output shape; a 3-D "
-                        "(B, T, K) output needs --task sequence|regression|segmentation)")
+    p.add_argument("--task", choices=["classification", "segmentation", "regression", "sequence", "detection"],
+                   help="what the score is (default: guessed from a (N, K) or 4-D output shape, detection for "
+                        "a model returning detections; a 3-D (B, T, K) output needs --task "
+                        "sequence|detection|regression|segmentation)")
     p.add_argument("--target", type=int, metavar="K",
-                   help="class K (classification/segmentation) or output index (regression)")
+                   help="class K (classification/segmentation/detection) or output index (regression)")
+    p.add_argument("--target-fn", metavar="FILE.py:FN",
+                   help="explain fn(output), one score per sample in the framework's own ops; fn gets the "
+                        "model's raw output (tensor, dict, list of dicts...). Imports and runs your code")
+    det = p.add_argument_group("detection (--task detection): which box, and how to read a raw head")
+    det.add_argument("--box-index", type=int, metavar="I",
+                     help="prediction I (torchvision: the I-th kept box, best first; YOLO: anchor I; DETR: query I)")
+    det.add_argument("--box", metavar="X1,Y1,X2,Y2",
+                     help="the prediction best matching this box (IoU), in input pixels (DETR: 0..1)")
+    det.add_argument("--box-format", choices=["xywh", "xyxy"],
+                     help="how the model writes boxes (default: xyxy for dicts, xywh for YOLO heads)")
+    det.add_argument("--no-objectness", action="store_true",
+                     help="a (B, N, 4+K) head without objectness (default: (B, N, 5+K) has one)")
     p.add_argument("--target-text", metavar="I,J,...",
                    help="sequence task: explain log p(this label sequence) (minus the CTC loss), given as "
                         "class indices (map your alphabet to indices yourself); default: the best path")
@@ -97,26 +116,67 @@ def load_model(args):
 
 
 def read_input(args, handle):
+    """The input array of ``args``; with ``--input NAME=FILE`` inputs, the explained one, the others
+    then held fixed by ``handle`` (see ``held_inputs``)."""
     from ..api import prepare_input
-    from ..inputs import ImageOptions, parse_shape
+    from ..inputs import parse_shape
     from ..inputs import read_input as _read
 
     if args.layout:
         handle.layout = args.layout
     if args.input and args.input_shape:
         raise UsageError("give --input or --input-shape, not both")
-    if args.input:
-        resize = _floats(args.resize, "--resize")
-        opts = ImageOptions(resize=tuple(int(v) for v in resize) if resize else None,
-                            mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
-        is_image = Path(args.input).suffix.lower() in (".png", ".jpg", ".jpeg")
-        opts = carried_options(handle, opts) if is_image else opts
-        x = handle.as_input(_read(args.input, layout=handle.layout, image=opts))
-        if not is_image:
-            warn_unnormalised(handle, x)
-        return x
+    entries = [args.input] if isinstance(args.input, str) else list(args.input or [])
+    named = named_inputs(entries)
+    if named is not None:  # a multi-input model: its handle now holds the other inputs fixed
+        from ..held_inputs import hold_in_place
+
+        return hold_in_place(handle, {k: _read_one(f, handle, args, _read) for k, f in named.items()},
+                             getattr(args, "explain_input", None), check=not getattr(args, "method", None))
+    if getattr(args, "explain_input", None):
+        raise UsageError("--explain-input needs the inputs by name", hint="--input NAME=FILE for each input")
+    if len(entries) > 1:
+        raise UsageError(f"{len(entries)} --input files without names",
+                         hint="a multi-input model takes --input NAME=FILE for each input")
+    from ..held_inputs import require_single
+
+    require_single(handle)
+    if entries:
+        return handle.as_input(_read_one(entries[0], handle, args, _read))
     shape = parse_shape(args.input_shape) if args.input_shape else None
     return prepare_input(handle, None, shape)
+
+
+def named_inputs(entries: list[str]) -> dict[str, str] | None:
+    """``--input NAME=FILE`` entries as {name: file}; None for a plain ``--input FILE`` (a path that
+    exists is a file even if its name holds '=')."""
+    if not any("=" in e and not Path(e).exists() for e in entries):
+        return None
+    named: dict[str, str] = {}
+    for entry in entries:
+        name, sep, file = entry.partition("=")
+        if not sep or not name or not file or Path(entry).exists():
+            raise UsageError(f"--input '{entry}' has no name", hint="give every input as --input NAME=FILE")
+        if name in named:
+            raise UsageError(f"input '{name}' is given twice")
+        named[name] = file
+    return named
+
+
+def _read_one(path: str, handle, args, read):
+    """One input file as an array (its dtype kept): images preprocessed as ``--resize``/``--mean``/``--std``
+    say."""
+    from ..inputs import ImageOptions
+
+    resize = _floats(args.resize, "--resize")
+    opts = ImageOptions(resize=tuple(int(v) for v in resize) if resize else None,
+                        mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
+    is_image = Path(path).suffix.lower() in (".png", ".jpg", ".jpeg")
+    opts = carried_options(handle, opts) if is_image else opts
+    x = read(path, layout=handle.layout, image=opts)
+    if not is_image:
+        warn_unnormalised(handle, x)
+    return x
 
 
 def carried_options(handle, opts):
@@ -158,6 +218,12 @@ def make_target(args, output_shape=None):
     from ..targets import for_task, infer_task
 
     text, blank = getattr(args, "target_text", None), getattr(args, "blank", None)
+    if getattr(args, "target_fn", None):
+        return _custom_target(args)
+    box_given = any(getattr(args, k, None) not in (None, False) for k in ("box_index", "box", "box_format",
+                                                                          "no_objectness"))
+    if args.task == "detection" or box_given:
+        return _detection_target(args)
     if args.task is None and args.target is None and text is None and blank is None:
         return None
     labels = None
@@ -178,3 +244,24 @@ def make_target(args, output_shape=None):
     if task != "sequence" and (text is not None or blank is not None):
         raise UsageError(f"--target-text and --blank are for --task sequence, not {task}")
     return for_task(task, args.target, labels=labels, blank=blank)
+
+
+def _custom_target(args):
+    from ..targets import Custom
+    from ..usercode import load_function
+
+    if args.task is not None or args.target is not None:
+        raise UsageError("--target-fn is the whole target: drop --task/--target")
+    return Custom(load_function(args.target_fn), name=args.target_fn, raw=True)
+
+
+def _detection_target(args):
+    from ..targets import Detection
+
+    if args.task not in (None, "detection"):
+        raise UsageError(f"--box-index, --box, --box-format and --no-objectness are for --task detection, not {args.task}")
+    box = _floats(args.box, "--box")
+    if box is not None and len(box) != 4:
+        raise UsageError(f"--box '{args.box}' needs four numbers x1,y1,x2,y2")
+    return Detection(index=args.box_index, label=args.target, box=box, box_format=args.box_format,
+                     objectness=False if args.no_objectness else None)

@@ -43,6 +43,9 @@ def add_arguments(p):
     g.add_argument("--samples", type=int, metavar="N", help="smoothgrad/vargrad: noisy samples (default 25)")
     g.add_argument("--noise", type=float, metavar="FRACTION",
                    help="smoothgrad/vargrad: noise std as a fraction of the input range (default 0.15)")
+    g.add_argument("--masks", type=int, metavar="N", help="rise/drise: random masks (default 1000)")
+    g.add_argument("--grid", type=int, metavar="N", help="rise/drise/kernelshap: mask grid cells per side "
+                   "(defaults: rise 7, drise 16, kernelshap 8)")
     g.add_argument("--seed", type=int, metavar="N", help="seed for noise and random baselines")
     g.add_argument("--cmap", default=None, metavar="NAME", help="matplotlib colormap for the heatmap")
 
@@ -52,7 +55,8 @@ def _options(args, method_cls) -> dict:
     import numpy as np
 
     given = {"batch_size": args.batch_size, "n_steps": args.n_steps, "integration": args.ig_method,
-             "base": args.base, "n_samples": args.samples, "noise_level": args.noise, "seed": args.seed}
+             "base": args.base, "n_samples": args.samples, "noise_level": args.noise, "seed": args.seed,
+             "n_masks": args.masks, "grid": args.grid}
     if args.baseline:
         given["baseline"] = (np.load(args.baseline, allow_pickle=False) if args.baseline.endswith(".npy")
                              else args.baseline)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._batching import iter_chunks
-from ..errors import UsageError
-from ..targets import Class, SegmentationRegion, for_task, infer_task
+from ..errors import DetectionOutputError, UsageError
+from ..targets import Class, Detection, SegmentationRegion, for_task, infer_task
 from .base import METRICS, Explainer, Metric, MetricResult, Settings
 
 
@@ -21,12 +21,16 @@ def default_target(handle, x: np.ndarray, target=None, *, output: np.ndarray | N
     """The given target, or the task's default guessed from the output shape; resolved on ``x``.
 
     ``output`` is the model's output on ``x`` when the caller has it (no forward is run then)."""
+    tensor = output is not None and hasattr(output, "shape")  # a detector's output is a list of dicts
     if target is None:
-        shape = tuple(handle.forward(x[:1]).shape) if output is None else tuple(np.shape(output))
-        target = for_task(infer_task(shape), None)
+        try:
+            shape = tuple(output.shape) if tensor else tuple(handle.forward(x[:1]).shape)
+            target = for_task(infer_task(shape), None)
+        except DetectionOutputError:
+            target = Detection()
     if isinstance(target, Class | SegmentationRegion) and target.resolved:
         return target  # already fixed on the clean input (e.g. by take()); resolving again would redo it
-    if output is not None and target.framework_fn is None:
+    if tensor and target.framework_fn is None:
         return target.resolve(output, channel_axis=handle.channel_axis)
     return handle.resolve(target, x)
 

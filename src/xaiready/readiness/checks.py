@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from ..errors import UsageError, XaiReadyError
+from ..errors import DetectionOutputError, UsageError, XaiReadyError
 from ..model import ModelHandle
-from ..targets import SATURATION, Class, Target, for_task, infer_task, task_of
+from ..targets import SATURATION, Class, Detection, Target, for_task, infer_task, task_of
 from .conversion import verify_conversion
-from .layers import measure_layers
-from .layouts import measure_layouts
+from .layers import _default_layer, measure_layers
+from .layouts import measure_layouts, to_maps
 from .probes import gradient_correctness
 from .report import Report
 
@@ -29,23 +30,56 @@ def run_check(handle: ModelHandle, x: np.ndarray, *, target: Target | None = Non
             report.checks.append(result)
             report.model = handle.source.to_dict()
         try:
-            out = handle.forward(x)
+            out, target, task, task_from = _first_pass(handle, x, target, task)
         except XaiReadyError as exc:
             report.add("forward", "fail", exc.one_line().removeprefix("error: "))
             report.error = exc.to_dict()
             raise
-        report.add("forward", "pass", f"input {tuple(x.shape)} -> output {tuple(out.shape)}")
-        task, task_from = _task(task, target, out.shape)
-        target = target or for_task(task, None)
-        if target.framework_fn is None and not target.resolved:
-            target = target.resolve(out, channel_axis=handle.channel_axis)  # reuse this forward
+        report.add("forward", "pass", f"input {tuple(x.shape)} -> output {_describe(out)}")
         report.context.update({"task": task, "task_from": task_from, "target": target.describe(),
                                "input_shape": list(x.shape),
-                               "output_shape": list(out.shape), "notes": handle.notes})
+                               "output_shape": list(out.shape) if hasattr(out, "shape") else None,
+                               "notes": handle.notes})
         _gradient_checks(handle, x, target, out, report, layer, fd_directions)
     _unchanged_check(handle, snapshot, report)
     report.context["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def _first_pass(handle, x, target, task):
+    """The output on ``x`` and the target resolved on it, with the task and how it was chosen. A model
+    returning detections (no tensor) is a detection task; a raw-output target is resolved by the
+    backend's own pass, since its output may be no tensor."""
+    if task == "detection" and target is None:
+        target = for_task(task, None)
+    if target is None or not getattr(target, "raw_output", False):
+        try:
+            out = handle.forward(x)
+        except DetectionOutputError:
+            if target is not None or task not in (None, "detection"):
+                raise
+            target = Detection()
+            task, task_from = "detection", "the model returns detections"
+        else:
+            task, task_from = _task(task, target, out.shape)
+            target = target or for_task(task, None)
+            if target.framework_fn is None and not target.resolved:
+                target = target.resolve(out, channel_axis=handle.channel_axis)  # reuse this forward
+            return out, target, task, task_from
+    else:
+        task, task_from = _task(task, target, None)
+    res = handle.vjp(x, target, input_grad=False)
+    return res.output, res.target or target, task, task_from
+
+
+def _describe(out) -> str:
+    if hasattr(out, "shape"):
+        return str(tuple(out.shape))
+    if isinstance(out, dict) and "pred_boxes" in out:
+        return f"DETR-style queries {tuple(out['pred_boxes'].shape)}"
+    if isinstance(out, (list, tuple)) and out and isinstance(out[0], dict) and "boxes" in out[0]:
+        return f"{len(out)} detection dict(s), " + ", ".join(str(len(d["boxes"])) for d in out) + " box(es) kept"
+    return type(out).__name__
 
 
 def _task(task, target, shape) -> tuple[str, str]:
@@ -57,6 +91,8 @@ def _task(task, target, shape) -> tuple[str, str]:
         of = task_of(target)
         if of is not None:
             return of, "from the target"
+        if shape is None:  # a raw-output target: the model's output is no single tensor
+            return "custom", "a custom target on the model's raw output"
         inferred = infer_task(shape, fallback="custom")
         return inferred, (f"a custom target on an output of shape {tuple(shape)}" if inferred == "custom" else
                           f"inferred from the output shape {tuple(shape)}")
@@ -90,7 +126,7 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
     report.gradient = {"status": status,
                        "input_grad_norm": None if grad is None else float(np.linalg.norm(grad)),
                        "break": _locate(handle, x, target, status, report)}
-    _saturation_check(report, target, res.output, grad)
+    _saturation_check(report, target, res.output, grad, getattr(handle, "logits_hint", None))
 
     if status != "ok":
         report.cam = {"status": "unavailable", "layers": [], "default_layer": None,
@@ -110,6 +146,8 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
         layouts[layer] = measure_layouts(handle, x, target, every, access.names).get(layer, layouts[layer])
     kinds = handle.backend.layer_kinds() if hasattr(handle.backend, "layer_kinds") else {}
     found = measure_layers(res, requested, layouts, classes, kinds)
+    if isinstance(target, Detection) and found.verified and not layer:
+        _shared_by_boxes(handle, x, target, out, found, res, layouts, kinds)
     default = layer if layer in found.verified else found.default
     reason = f"chosen with --layer ({layouts[layer].evidence})" if layer in found.verified else found.default_reason
     measured = {n: lay.to_dict() for n, lay in layouts.items()}  # every candidate, with its evidence
@@ -129,6 +167,24 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
         report.cam = {"status": "unavailable", "layers": [], "default_layer": None, "reason": reason,
                       "layouts": measured, "repeated": repeated}
         report.add("cam-layers", "fail", reason)
+
+
+def _shared_by_boxes(handle, x, target, out, found, res, layouts, kinds) -> None:
+    """A detector's default CAM layer: the deepest map that boxes from every part of the output depend
+    on (a backbone or neck map), never one pyramid level's head or a fixed head convolution that only
+    some boxes, or none through their class scores, reach."""
+    boxes = target.representatives(out)
+    passes = [handle.vjp(x, t, layers=found.verified, input_grad=False) for t in boxes]
+    shared = [n for n in found.verified
+              if all(p.layer_grads.get(n) is not None and np.any(to_maps(p.layer_grads[n], layouts[n]))
+                     for p in passes)]
+    if not shared:
+        return
+    default, why = _default_layer(replace(found, verified=shared), res, None, kinds)
+    if default is not None:
+        found.default = default
+        found.default_reason = (f"{why}; every one of {len(boxes)} boxes spread over the output (top-scoring, "
+                                "largest, smallest, ...) depends on it")
 
 
 def _gradient_status(report: Report, grad) -> str:
@@ -164,7 +220,9 @@ def _locate(handle, x, target, status, report):
     return finding.to_dict()
 
 
-def _saturation_check(report: Report, target: Target, output: np.ndarray, grad) -> None:
+def _saturation_check(report: Report, target: Target, output: np.ndarray, grad, logits=None) -> None:
+    """``logits``: (tensor, op) when the output comes from a final Softmax/Sigmoid whose input can be
+    named with --output (ONNX graphs)."""
     if not isinstance(target, Class) or output.ndim != 2 or output.shape[1] < 2:
         report.add("saturation", "skip", "not a classification score")
         return
@@ -185,7 +243,8 @@ def _saturation_check(report: Report, target: Target, output: np.ndarray, grad) 
     if saturated.any():
         report.add("saturation", "warn", f"{kind} at {float(p.max()):.4f}; gradients of a saturated "
                    f"probability are tiny (norm {gnorm:.2g}) and noisy: explain the logits instead "
-                   "(remove the final softmax, or --output the logits)")
+                   + (f"(--output {logits[0]}, the input of the final {logits[1]})" if logits else
+                      "(remove the final softmax, or --output the logits)"))
     else:
         report.add("saturation", "pass", f"{kind} at {float(p.max()):.3f}, not saturated")
 

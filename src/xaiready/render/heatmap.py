@@ -48,6 +48,11 @@ def describe_target(target: dict, sample: int | None = None) -> str:
         return f"segmentation class {target.get('k')} over {target.get('region', 'a region')}"
     if kind == "regression":
         return f"regression output {target.get('index')}"
+    if kind == "detection":
+        def one(v):
+            return v[sample] if isinstance(v, list) and sample is not None and sample < len(v) else v
+        label, index = one(target.get("label")), one(target.get("index"))
+        return f"detection box {index} (label {label}, {target.get('chosen')}, {target.get('score')})"
     return f"{kind} {target.get('name', '')}".strip()
 
 
@@ -63,6 +68,33 @@ def caption(attr, model: str, sample: int) -> str:
     if len(flags) > sample and flags[sample]:
         second.append(f"{flags[sample]} map")
     return f"{model} | {label}\n" + " | ".join(second)
+
+
+def explained_box(target: dict, sample: int, size: tuple[int, int]) -> list[float] | None:
+    """The (x1, y1, x2, y2) box a detection target explains for ``sample``, in pixels of a ``size`` (H, W)
+    image (a DETR's relative box scaled to it); None for other targets."""
+    box = target.get("box") if target.get("type") == "detection" else None
+    if box is None:
+        return None
+    box = np.asarray(box, dtype=np.float64).reshape(-1, 4)
+    box = box[sample if len(box) > 1 else 0]
+    if target.get("output") == "detr":
+        box = box * np.array([size[1], size[0], size[1], size[0]])
+    return box.tolist()
+
+
+def _draw_box(ax, target: dict, sample: int, size: tuple[int, int]) -> None:
+    from matplotlib.patches import Rectangle
+
+    box = explained_box(target, sample, size)
+    if box is None:
+        return
+    x1, y1, x2, y2 = box
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=1.6))
+    label = target.get("label")
+    label = label[sample] if isinstance(label, list) else label
+    ax.text(x1, y1, f"label {label}", color="black", fontsize=7, va="bottom",
+            bbox={"facecolor": "lime", "edgecolor": "none", "pad": 1})
 
 
 def render(attrs: Sequence, x: np.ndarray, out: str | Path, *, model: str = "model", cmap: str | None = None,
@@ -96,6 +128,7 @@ def render(attrs: Sequence, x: np.ndarray, out: str | Path, *, model: str = "mod
             bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
             bar.formatter.set_powerlimits((-2, 3))
             bar.ax.tick_params(labelsize=7)
+            _draw_box(ax, attr.target, row, heat.shape)
             ax.set_axis_off()
             ax.text(0.5, -0.03, caption(attr, model, row), transform=ax.transAxes, ha="center", va="top",
                     fontsize=8, wrap=True)

@@ -6,14 +6,20 @@ A detector's output is no single tensor a classification target could index:
   boxes as (x1, y1, x2, y2) in input pixels;
 * raw YOLO-style heads return one tensor of every anchor's box and class scores, before NMS:
   ``(B, 4 + K, N)`` (YOLOv8 style: features first, no objectness) or ``(B, N, 5 + K)`` (YOLOv5 / YOLOX
-  style: features last, objectness at index 4).
+  style: features last, objectness at index 4);
+* DETR-style models (Hugging Face ``DetrForObjectDetection`` and its kin) return a ``ModelOutput`` with
+  ``logits`` (B, Q, K + 1), the last class being "no object", and ``pred_boxes`` (B, Q, 4) as centre-size
+  boxes relative to the image (0..1). Each query is read like an anchor: class probabilities are the
+  softmax without the no-object class; boxes stay in relative units, so ``box=`` is given in them too.
 
 ``Detection`` is a raw-output target (``raw_output = True``): the backend hands it the model's output as
 the model returned it, before any ``--output`` selection, both to resolve the box and to score it.
 
 Which box (fixed once by ``resolve`` on the unperturbed output, as ``Class`` fixes its class):
 
-* ``index=i``: prediction ``i`` (torchvision: the i-th kept detection, highest score first; YOLO: anchor i);
+* nothing given: the top-scoring prediction of any class;
+* ``index=i``: prediction ``i`` (torchvision: the i-th kept detection, highest score first; YOLO: anchor i;
+  DETR: query i);
 * ``label=c``: the top-scoring prediction of class ``c``;
 * ``box=[x1, y1, x2, y2]`` (optionally with ``label``): the prediction with the highest IoU with that box.
 
@@ -27,8 +33,12 @@ The score of a forward, per sample:
   best-IoU prediction among those of the reference label; ``match="any"``: the best-IoU prediction of any
   label, counted only if its label is the reference label (pytorch-grad-cam's rule). The match counts only
   above ``iou_threshold`` (default 0.5, strict); else the score is 0 (still in the graph, zero gradient).
-* raw YOLO heads: the resolved anchor (anchors do not move with the input, so no re-matching and no
-  threshold apply); its class score is ``cls[anchor, label]`` (times objectness where the layout has it).
+* raw YOLO heads and DETR queries: the resolved anchor (anchors do not move with the input, so no
+  re-matching and no threshold apply); its class score is ``cls[anchor, label]`` (times objectness where
+  the layout has it).
+* ``match="max"`` (D-RISE's similarity, used by ``--method drise``): the best over *all* predictions of
+  ``IoU(pred, ref) * score of the reference label`` (``* objectness``), with no threshold, so that a
+  masked input whose detection moved to another anchor or query still counts.
 
 and ``combine="product"`` (default; D-RISE / Xplique): ``IoU(pred, ref) * class score`` (``* objectness``),
 or ``combine="sum"``: ``IoU + class score``, exactly pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` for
@@ -62,7 +72,7 @@ from .base import Target
 __all__ = ["Detection", "box_iou", "xywh_to_xyxy"]
 
 _COMBINE = ("product", "sum")
-_MATCH = ("label", "any")
+_MATCH = ("label", "any", "max")
 _LAYOUTS = ("auto", "v8", "v5")
 
 
@@ -94,8 +104,15 @@ def _is_detection_dict(v) -> bool:
     return (isinstance(v, dict) or hasattr(v, "keys")) and "boxes" in v and "scores" in v
 
 
+def _is_detr(v) -> bool:
+    return (isinstance(v, dict) or hasattr(v, "keys")) and "logits" in v and "pred_boxes" in v
+
+
 def _parse(output) -> tuple[str, Any]:
-    """("dicts", [per-image dict]) or ("tensor", the head tensor) from a detector's raw output."""
+    """("dicts", [per-image dict]), ("tensor", the head tensor) or ("detr", {logits, pred_boxes}) from a
+    detector's raw output."""
+    if _is_detr(output):
+        return "detr", {"logits": output["logits"], "pred_boxes": output["pred_boxes"]}
     if _is_detection_dict(output):
         return "dicts", [output]
     if _is_array(output):
@@ -105,7 +122,8 @@ def _parse(output) -> tuple[str, Any]:
             return "dicts", list(output)
         if _is_array(output[0]):  # YOLOv5 / ultralytics eval: (predictions, raw feature maps)
             return "tensor", output[0]
-    raise UsageError(f"a detection target needs list[dict(boxes, labels, scores)] or one YOLO-style head tensor, "
+    raise UsageError(f"a detection target needs list[dict(boxes, labels, scores)], one YOLO-style head tensor "
+                     f"or a DETR-style output (logits, pred_boxes), "
                      f"got {type(output).__name__}",
                      hint="wrap the model so it returns torchvision-style detections or the raw head tensor")
 
@@ -147,14 +165,11 @@ class Detection(Target):
         if self.combine not in _COMBINE:
             raise UsageError(f"unknown detection score combination '{self.combine}'", hint="use product or sum")
         if self.match not in _MATCH:
-            raise UsageError(f"unknown detection match '{self.match}'", hint="use label or any")
+            raise UsageError(f"unknown detection match '{self.match}'", hint="use label, any or max")
         if self.layout not in _LAYOUTS:
             raise UsageError(f"unknown detection layout '{self.layout}'", hint="use auto, v8 or v5")
         if self.box_format not in (None, "xywh", "xyxy"):
             raise UsageError(f"unknown box format '{self.box_format}'", hint="use xywh or xyxy")
-        if self.index is None and self.label is None and self.box is None:
-            raise UsageError("a Detection target needs index=, label= or box=",
-                             hint="e.g. Detection(index=0) for the top-scoring box")
 
     # ---- the Target protocol -----------------------------------------------------------------------------
     @property
@@ -168,18 +183,18 @@ class Detection(Target):
     def resolve(self, output, *, channel_axis: int = 1) -> Detection:
         """Fix each sample's reference box and label (and chosen prediction) on the unperturbed output."""
         kind, data = _parse(output)
-        if kind == "tensor":
-            head = self._head(np.asarray(data))
+        if kind in ("tensor", "detr"):
+            head = self._head(np.asarray(data)) if kind == "tensor" else _detr_head({k: np.asarray(v) for k, v in
+                                                                                   data.items()})
             picks = [self._pick_anchor(head, s) for s in range(head.boxes.shape[0])]
-            kind = f"yolo-{head.layout}"
+            kind = f"yolo-{head.layout}" if kind == "tensor" else "detr"
         else:
             picks = [self._pick_box({k: np.asarray(v) for k, v in d.items()}, s, len(data))
                      for s, d in enumerate(data)]
             kind = "list[dict]"
         ref, label, index = (np.asarray(v) for v in zip(*picks, strict=True))
-        chosen = "index" if self.index is not None else "box" if self.box is not None else "label"
         return replace(self, _ref=ref.astype(np.float64), _label=label.astype(np.int64),
-                       _index=index.astype(np.int64), _kind=kind, _chosen=chosen)
+                       _index=index.astype(np.int64), _kind=kind, _chosen=self._choice())
 
     def take(self, index) -> Detection:
         return replace(self, _ref=self._ref[index], _label=self._label[index], _index=self._index[index])
@@ -196,12 +211,13 @@ class Detection(Target):
         if self._ref is None:
             raise RuntimeError("Detection target used before resolve()")
         kind, data = _parse(output)
-        if kind == "tensor":
-            head = self._head(data)
+        if kind in ("tensor", "detr"):
+            head = self._head(data) if kind == "tensor" else _detr_head(data)
             n = head.boxes.shape[0]
             self._check_batch(n)
-            parts = [self._anchor_score(head, s) for s in range(n)]
-            xp = array_namespace(data)
+            score = self._best_anchor_score if self.match == "max" else self._anchor_score
+            parts = [score(head, s) for s in range(n)]
+            xp = array_namespace(head.boxes)
         else:
             self._check_batch(len(data))
             parts = [self._dict_score(d, s) for s, d in enumerate(data)]
@@ -246,23 +262,56 @@ class Detection(Target):
         seed = xp.stack(rows)
         return xp.permute_dims(seed, (0, 2, 1)) if head.features_first else seed
 
+    def representatives(self, output, k: int = 4) -> list[Detection]:
+        """Up to ``k`` resolved targets of predictions spread over the detector's output, per sample: the
+        top-scoring, largest, smallest and median-sized kept boxes of a list[dict] (FPN levels are picked
+        by box size), or the top-scoring anchor in each of k slices of the anchor axis (1/2, 1/4, 1/8...:
+        multi-scale heads concatenate scales largest first). A layer every one of them depends on is a
+        backbone or neck map, not one level's head."""
+        kind, data = _parse(output)
+        if kind in ("tensor", "detr"):
+            head = self._head(np.asarray(data)) if kind == "tensor" else _detr_head(
+                {key: np.asarray(v) for key, v in data.items()})
+            cls = head.cls * (head.obj[..., None] if head.objectness else 1.0)
+            n = cls.shape[1]
+            edges = sorted({0, *(n - n // 2 ** i for i in range(1, k)), n})
+            picks = [[lo + int(cls[s, lo:hi].max(-1).argmax()) for s in range(cls.shape[0])]
+                     for lo, hi in zip(edges, edges[1:], strict=False) if hi > lo]
+        else:
+            per = []
+            for d in data:
+                boxes = np.asarray(d["boxes"], dtype=np.float64).reshape(-1, 4)[:50]
+                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                by = np.argsort(area)
+                per.append([0, int(by[-1]), int(by[0]), int(by[len(by) // 2])] if len(by) else [])
+            if not all(per):
+                return [self]
+            picks = [list(col) for col in zip(*per, strict=True)]
+        unique = list(dict.fromkeys(tuple(p) for p in picks))[:k]
+        return [replace(self, index=list(p), label=None, box=None).resolve(output) for p in unique]
+
     def describe(self) -> dict[str, Any]:
         def one(v):
             v = None if v is None else np.asarray(v.cpu() if hasattr(v, "cpu") else v).tolist()
             return v[0] if isinstance(v, list) and len(v) == 1 else v
 
-        return {"type": "detection", "chosen": self._chosen or ("index" if self.index is not None else
-                                                                 "box" if self.box is not None else "label"),
+        anchored = self._kind.startswith(("yolo", "detr"))
+        return {"type": "detection", "chosen": self._chosen or self._choice(),
                 "box": one(self._ref), "label": one(self._label), "index": one(self._index),
                 "output": self._kind or None,
                 "score": "iou*score" if self.combine == "product" else "iou+score",
-                "match": "resolved anchor" if self._kind.startswith("yolo") else self.match,
-                "iou_threshold": None if self._kind.startswith("yolo") else self.iou_threshold,
+                "match": "best of all predictions" if self.match == "max" else
+                         "resolved anchor" if anchored else self.match,
+                "iou_threshold": None if anchored or self.match == "max" else self.iou_threshold,
                 "note": "NMS / top-k pick the kept boxes without gradient; the kept boxes and scores are "
                         "differentiable, so this explains the matched box's IoU and score with the kept "
                         "set held fixed"}
 
     # ---- internals -------------------------------------------------------------------------------------------
+    def _choice(self) -> str:
+        return ("index" if self.index is not None else "box" if self.box is not None else
+                "label" if self.label is not None else "top-scoring")
+
     def _check_batch(self, n: int) -> None:
         if self._ref.shape[0] != n:
             raise ValueError(f"target was resolved for {self._ref.shape[0]} samples but the output has {n}; "
@@ -360,6 +409,9 @@ class Detection(Target):
                 raise UsageError(f"sample {s}: anchor {idx} is out of range for {len(boxes)} anchors")
             return boxes[idx], int(labels[idx]) if label is None else label, idx
         if given is None:
+            if label is None:  # the top-scoring prediction of any class
+                idx = int(per_class.max(1).argmax())
+                return boxes[idx], int(per_class[idx].argmax()), idx
             idx = int(per_class[:, label].argmax())
             return boxes[idx], label, idx
         allowed = np.ones(len(boxes), bool) if label is None else labels == label
@@ -383,6 +435,12 @@ class Detection(Target):
         score = head.cls[s, a, c] * head.obj[s, a] if head.objectness else head.cls[s, a, c]
         return self._combine(box_iou(head.boxes[s, a], self._ref_of(s, head.boxes)), score)
 
+    def _best_anchor_score(self, head: _Head, s: int):
+        c = int(self._label[s])
+        score = head.cls[s, :, c] * head.obj[s] if head.objectness else head.cls[s, :, c]
+        xp = array_namespace(score)
+        return xp.max(self._combine(box_iou(head.boxes[s], self._ref_of(s, head.boxes)[None, :]), score))
+
     def _dict_score(self, d: dict, s: int):
         boxes, scores = d["boxes"], d["scores"]
         xp = array_namespace(boxes)
@@ -394,6 +452,8 @@ class Detection(Target):
         ious = box_iou(self._ref_of(s, boxes)[None, :], boxes)
         labels = d["labels"] if "labels" in d else xp.zeros(scores.shape, dtype=xp.int64, device=device(scores))
         same = labels == int(self._label[s])
+        if self.match == "max":  # D-RISE: the best similarity of any box of the label, no threshold
+            return xp.max(xp.where(same, self._combine(ious, scores), xp.zeros_like(ious))) + none
         if self.match == "label":
             j = int(xp.argmax(xp.where(same, ious, xp.full_like(ious, -1.0))))
         else:
@@ -401,6 +461,16 @@ class Detection(Target):
         if not (bool(_host(same[j])) and float(_host(ious[j])) > self.iou_threshold):
             return none
         return self._combine(ious[j], scores[j])
+
+
+def _detr_head(output) -> _Head:
+    """A DETR-style output (``logits`` (B, Q, K + 1) with "no object" last, ``pred_boxes`` (B, Q, 4)
+    relative cx, cy, w, h) read as anchors: softmax class probabilities without "no object", xyxy boxes."""
+    logits, boxes = output["logits"], output["pred_boxes"]
+    xp = array_namespace(logits)
+    z = logits - xp.max(logits, axis=-1, keepdims=True)
+    p = xp.exp(z) / xp.sum(xp.exp(z), axis=-1, keepdims=True)
+    return _Head(xywh_to_xyxy(boxes), p[..., :-1], None, "detr (B, Q, K+1)", False, False)
 
 
 def _host(v):

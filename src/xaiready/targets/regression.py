@@ -44,14 +44,22 @@ class Regression(Target):
 
 @dataclass(frozen=True)
 class Custom(Target):
-    """``fn(output) -> (N,)`` written in the model's framework (e.g. torch ops on a torch tensor)."""
+    """``fn(output) -> (N,)`` written in the model's framework (e.g. torch ops on a torch tensor).
+
+    ``raw=True`` hands ``fn`` the model's output as the model returned it (a dict, a list of dicts, a
+    ``ModelOutput``), before any ``--output`` selection; by default it gets the selected tensor."""
 
     fn: Callable[[Any], Any] = None
     name: str = "custom"
+    raw: bool = False
 
     def __post_init__(self):
         if not callable(self.fn):
             raise UsageError("Custom target needs a callable fn(output) -> one score per sample")
+
+    @property
+    def raw_output(self) -> bool:  # the backend gives fn the model's own output
+        return self.raw
 
     @property
     def framework_fn(self):  # noqa: D401 - the backend applies it to its own tensors
@@ -63,4 +71,4 @@ class Custom(Target):
     seed = scores
 
     def describe(self):
-        return {"type": "custom", "name": self.name}
+        return {"type": "custom", "name": self.name, "output": "raw" if self.raw else "selected"}

@@ -8,6 +8,7 @@ import numpy as np
 from ..errors import UsageError
 from .base import Target, _host
 from .classification import Class
+from .detection import Detection
 from .regression import Regression
 from .segmentation import SegmentationRegion
 from .sequence import Sequence
@@ -48,21 +49,23 @@ def for_task(task: str, target: int | None, mask: np.ndarray | None = None, *, l
         return SegmentationRegion(target, mask)
     if task == "regression":
         return Regression(0 if target is None else int(target))
+    if task == "detection":  # class K's top-scoring box, or the top-scoring box of any class
+        return Detection(label=target)
     if task == "sequence":
         if target is not None:
             raise UsageError("--target K has no meaning for a sequence output",
                              hint="give the label sequence with --target-text 3,1,4, or leave it out (best path)")
         return Sequence(0 if blank is None else int(blank), labels)
-    raise UsageError(f"unknown task '{task}'", hint="use classification, segmentation, regression or sequence")
+    raise UsageError(f"unknown task '{task}'", hint="use one of " + ", ".join(TASKS))
 
 
-TASKS = ("classification", "segmentation", "regression", "sequence")
+TASKS = ("classification", "segmentation", "regression", "sequence", "detection")
 
 
 def task_of(target: Target) -> str | None:
     """The task a target explains (None for Custom)."""
     kinds = {Class: "classification", SegmentationRegion: "segmentation", Regression: "regression",
-             Sequence: "sequence"}
+             Sequence: "sequence", Detection: "detection"}
     return next((task for kind, task in kinds.items() if isinstance(target, kind)), None)
 
 
@@ -82,5 +85,5 @@ def infer_task(output_shape: tuple[int, ...], *, fallback: str | None = None) ->
         return "regression"
     if fallback is not None:
         return fallback
-    raise UsageError(f"the model's output has shape {shape}: choose --task sequence|regression|segmentation",
-                     hint="in Python pass a target (xr.targets.Sequence(), Regression(i), ...) or task=")
+    raise UsageError(f"the model's output has shape {shape}: choose --task sequence|detection|regression|segmentation",
+                     hint="in Python pass a target (xr.targets.Sequence(), Detection(), Regression(i), ...) or task=")

@@ -21,7 +21,8 @@ Which box (fixed once by ``resolve`` on the unperturbed output, as ``Class`` fix
 * ``index=i``: prediction ``i`` (torchvision: the i-th kept detection, highest score first; YOLO: anchor i;
   DETR: query i);
 * ``label=c``: the top-scoring prediction of class ``c``;
-* ``box=[x1, y1, x2, y2]`` (optionally with ``label``): the prediction with the highest IoU with that box.
+* ``box=[x1, y1, x2, y2]`` (optionally with ``label``): the prediction with the highest IoU with that box;
+  with ``index`` too, that prediction, scored against the given box.
 
 The resolved reference is a box and a label per sample (``box=`` keeps the given box as reference; the
 other choices take the chosen prediction's box).
@@ -303,9 +304,11 @@ class Detection(Target):
                 "match": "best of all predictions" if self.match == "max" else
                          "resolved anchor" if anchored else self.match,
                 "iou_threshold": None if anchored or self.match == "max" else self.iou_threshold,
-                "note": "NMS / top-k pick the kept boxes without gradient; the kept boxes and scores are "
-                        "differentiable, so this explains the matched box's IoU and score with the kept "
-                        "set held fixed"}
+                "note": ("the anchor (query) is fixed on the clean input and read before any NMS, so its box "
+                         "and scores are differentiable throughout" if anchored else
+                         "NMS / top-k pick the kept boxes without gradient; the kept boxes and scores are "
+                         "differentiable, so this explains the matched box's IoU and score with the kept "
+                         "set held fixed")}
 
     # ---- internals -------------------------------------------------------------------------------------------
     def _choice(self) -> str:
@@ -354,7 +357,7 @@ class Detection(Target):
                 raise UsageError(f"sample {s}: box index {idx} is out of range for {len(boxes)} kept boxes")
             if label is not None and int(labels[idx]) != label:
                 raise UsageError(f"sample {s}: box {idx} has label {int(labels[idx])}, not {label}")
-            return boxes[idx], int(labels[idx]), idx
+            return (boxes[idx] if given is None else given), int(labels[idx]), idx
         allowed = np.ones(len(boxes), bool) if label is None else labels == label
         if not allowed.any():
             raise UsageError(f"sample {s}: no kept box has label {label}",
@@ -407,7 +410,7 @@ class Detection(Target):
         if idx is not None:
             if not 0 <= idx < len(boxes):
                 raise UsageError(f"sample {s}: anchor {idx} is out of range for {len(boxes)} anchors")
-            return boxes[idx], int(labels[idx]) if label is None else label, idx
+            return (boxes[idx] if given is None else given), int(labels[idx]) if label is None else label, idx
         if given is None:
             if label is None:  # the top-scoring prediction of any class
                 idx = int(per_class.max(1).argmax())

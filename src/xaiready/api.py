@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,27 +72,55 @@ def prepare_input(handle: ModelHandle, x: Any = None, input_shape: Sequence[int]
 
 def check(model: Any, x: Any = None, target: Target | None = None, *, task: str | None = None,
           layer: str | None = None, input_shape: Sequence[int] | None = None,
-          output: str | int | None = None) -> Report:
-    """Measure what ``model`` can do for explanations on ``x``; returns a Report (DESIGN 3.2)."""
+          output: str | int | None = None, inputs: str | None = None) -> Report:
+    """Measure what ``model`` can do for explanations on ``x``; returns a Report (DESIGN 3.2).
+
+    A multi-input model takes ``x`` as a dict of its inputs by name; ``inputs`` names the one measured
+    (default: the only 4-D one), the others are held fixed (``held_inputs``)."""
+    from .held_inputs import first_sample, require_single, split
     from .readiness.checks import run_check
 
     handle = as_handle(model, output=output)
+    if isinstance(x, Mapping):
+        handle, x = split(handle, x, inputs)
+        x = first_sample(handle, x)
+    else:
+        require_single(handle)
     x = prepare_input(handle, x, input_shape)
-    return run_check(handle, x, target=target, task=task, layer=layer)
+    report = run_check(handle, x, target=target, task=task, layer=layer)
+    held = getattr(handle, "held_inputs", None)
+    if held is not None:
+        report.context["inputs"] = held.describe(x.shape)
+    return report
 
 
 def explain(model: Any, x: Any, method: str = "gradcam", target: Target | None = None, layer: str | None = None,
-            **options: Any):
+            *, inputs: str | None = None, **options: Any):
     """Explain ``target`` on ``x`` with a registered method; returns an Attribution (DESIGN 3.3).
 
     ``options`` go to the method (e.g. ``n_steps``, ``baseline``, ``batch_size`` for integrated
     gradients; ``base``, ``n_samples``, ``noise_level``, ``seed`` for smoothgrad); ``output`` picks an
     output of a multi-output model; ``verify=False`` skips the (cached) capability check;
     ``sanity`` ("cheap", "full" or "off") sets the health checks recorded in ``info["health"]``.
+    A multi-input model takes ``x`` as a dict of its inputs by name; ``inputs`` names the one explained
+    (default: the only 4-D one), the others are held fixed (``held_inputs``).
     """
-    from .methods import load_methods
+    from .held_inputs import merge_attributions, per_sample, require_single, split
 
     handle = as_handle(model, output=options.pop("output", None))
+    if not isinstance(x, Mapping):
+        require_single(handle)
+        return _explain(handle, x, method, target, layer, options)
+    handle, x = split(handle, x, inputs)
+    parts = per_sample(handle, x, target, lambda xs, t, _: _explain(handle, xs, method, t, layer, dict(options)))
+    attr = merge_attributions(parts, x.shape)
+    return replace(attr, info={**attr.info, "inputs": handle.held_inputs.describe(x.shape)})
+
+
+def _explain(handle: ModelHandle, x: Any, method: str, target: Target | None, layer: str | None,
+             options: dict[str, Any]):
+    from .methods import load_methods
+
     sanity = options.pop("sanity", "cheap")
     cls = load_methods().get(method)
     if cls.family == "black_box":
@@ -152,18 +181,31 @@ def with_health(handle: ModelHandle, x: Any, attribution, target: Target | None 
 
 def evaluate(model: Any, x: Any, attribution: Any, metrics: Sequence[str] = ("deletion", "insertion"),
              target: Target | None = None, *, mask: Any = None, method: str | None = None,
-             layer: str | None = None, settings: Any = None, **options: Any):
+             layer: str | None = None, settings: Any = None, inputs: str | None = None, **options: Any):
     """Score ``attribution`` of ``x`` with each metric; returns ``{metric name: MetricResult}``.
 
     Metrics that re-explain (max-sensitivity, random-logit, randomization) use ``method`` (default: the
     attribution's own method and layer, with ``options``); localization metrics need ``mask`` (N, H, W).
+    A multi-input model takes ``x`` as a dict, as in ``explain``.
     """
+    from .held_inputs import merge_metrics, per_sample, require_single, split, take_attribution
     from .metrics.evaluate import evaluate as _evaluate
 
     handle = as_handle(model, output=options.pop("output", None))
-    x = handle.as_input(x)
+    if isinstance(x, Mapping):
+        handle, x = split(handle, x, inputs)
+    else:
+        require_single(handle)
+        x = handle.as_input(x)
     method = method or getattr(attribution, "method", None)
     layer = layer or getattr(attribution, "layer", None)
     explainer = explainer_for(handle, method, layer=layer, **options) if method else None
-    return _evaluate(handle, x, attribution, metrics, target, mask=None if mask is None else np.asarray(mask),
-                     explainer=explainer, settings=settings)
+    mask = None if mask is None else np.asarray(mask)
+
+    def run(xs, t, index):
+        return _evaluate(handle, xs, take_attribution(attribution, index), metrics, t,
+                         mask=None if mask is None else mask[index], explainer=explainer, settings=settings)
+
+    if getattr(handle, "held_inputs", None) is None:
+        return run(x, target, slice(None))
+    return merge_metrics(per_sample(handle, x, target, run))

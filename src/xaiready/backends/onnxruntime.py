@@ -49,16 +49,15 @@ class TensorSpec:
 
 class OnnxRuntimeBackend:
     framework = "onnxruntime"
+    held = None  # a multi-input graph's other inputs, fed beside the explained one (``held_inputs``)
 
     def __init__(self, session, *, output: str | int | None = None, layout: str | None = None):
         self.sess = session
         self.inputs = [_spec(a) for a in session.get_inputs()]
         self.outputs = [_spec(a) for a in session.get_outputs()]
-        if len(self.inputs) != 1:
-            names = ", ".join(s.name for s in self.inputs)
-            raise InputError(f"the graph has {len(self.inputs)} inputs ({names}); xaiready explains "
-                             "models with one image input", hint="export the model with a single input")
-        self.input = self.inputs[0]
+        if not self.inputs:
+            raise InputError("the graph has no inputs", hint="export the model with its image input")
+        self.input = self.inputs[0]  # several inputs: the explained one is chosen with the held ones
         self.output_index = self._output_index(output)
         self.layout = layout or guess_layout(self.input.shape)
         self.output_choice_note = "" if len(self.outputs) == 1 or output is not None else (
@@ -116,8 +115,12 @@ class OnnxRuntimeBackend:
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
         name = self.outputs[self.output_index].name
+        if self.held is None and len(self.inputs) > 1:
+            raise UsageError(f"the graph has {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)})",
+                             hint="give each by name: --input NAME=FILE, or a dict {name: array}")
+        feeds = {} if self.held is None else self.held.onnx_feeds(x.shape[0])
         try:
-            return self.sess.run([name], {self.input.name: x})[0]
+            return self.sess.run([name], {self.input.name: x, **feeds})[0]
         except (InvalidArgument, Fail, RuntimeException) as exc:
             first = " ".join(str(exc).split())[:240] or type(exc).__name__  # ORT puts the indices on line 2
             raise InputError(f"ONNX Runtime could not run on an input of shape {tuple(x.shape)}: {first}",

@@ -131,8 +131,10 @@ def read_input(args, handle):
     if named is not None:  # a multi-input model: its handle now holds the other inputs fixed
         from ..held_inputs import hold_in_place
 
-        return hold_in_place(handle, {k: _read_one(f, handle, args, _read) for k, f in named.items()},
-                             getattr(args, "explain_input", None), check=not getattr(args, "method", None))
+        x = hold_in_place(handle, {k: _read_one(f, handle, args, _read) for k, f in named.items()},
+                          getattr(args, "explain_input", None), check=not getattr(args, "method", None))
+        handle.layout = args.layout or handle.layout  # --layout still wins over the explained input's guess
+        return x
     if getattr(args, "explain_input", None):
         raise UsageError("--explain-input needs the inputs by name", hint="--input NAME=FILE for each input")
     if len(entries) > 1:

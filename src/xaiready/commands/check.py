@@ -47,8 +47,12 @@ def _load_and_check(args):
     handle = load_model(args)
     x = read_input(args, handle)
     try:
-        return run_check(handle, x, target=make_target(args), task=args.task, layer=args.layer)
+        report = run_check(handle, x, target=make_target(args), task=args.task, layer=args.layer)
     except XaiReadyError as exc:  # name the file and format in the one-line error
         if exc.path is None:
             exc.path, exc.format = args.model, handle.source.format
         raise
+    held = getattr(handle, "held_inputs", None)  # a multi-input model: which input was measured
+    if held is not None:
+        report.context["inputs"] = held.describe(x.shape)
+    return report

@@ -27,6 +27,11 @@ def print_report(report, console: Console | None = None) -> None:
                                                if g.get("break") else ""))
     console.print(f"cam: {cam['status']}" + (f", default layer '{cam['default_layer']}' of {len(cam['layers'])}"
                                              if cam["status"] == "ok" else f" ({cam['reason']})"))
+    inputs = report.context.get("inputs")  # a multi-input model: which input was measured
+    if inputs:
+        held = ", ".join(f"{k} {tuple(v)}" for k, v in inputs["held"].items()) or "none"
+        console.print(f"inputs: explained {inputs['explained']['name']} {tuple(inputs['explained']['shape'])}; "
+                      f"held fixed: {held}", markup=False)
     for note in report.context.get("notes") or []:  # what loading decided or guessed (output, preprocessing)
         console.print(f"note: {note}", markup=False)
     verdict = report.verdict

@@ -85,6 +85,7 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()  # subset of {"forward", "gradient", "layers", "attention"}
+    task: ClassVar[str | None] = None  # the one task a method explains (drise: detection); None: any
     defaults: ClassVar[dict[str, Any]] = {}  # every option the method takes, with its default
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:

@@ -209,6 +209,7 @@ class DRise(Rise):
     """D-RISE: RISE whose mask weights are the detection similarity of the masked input (module docs)."""
 
     name = "drise"
+    task = "detection"
     # Detected objects are small parts of the image: a finer grid than RISE's 7, as the paper's 16.
     defaults = {**Rise.defaults, "grid": 16}
 

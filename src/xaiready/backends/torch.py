@@ -123,10 +123,22 @@ class TorchBackend:
         """The module on ``xt``, with the held inputs of a multi-input model (``held_inputs``)."""
         return self.module(xt) if self.held is None else self.held.call_torch(self.module, xt)
 
+    def _internal_output(self) -> str | None:
+        """``--output NAME`` naming a submodule (an eager model's logits before its final sigmoid):
+        that module's output is explained instead of the model's."""
+        if not isinstance(self.output, str) or self.kind != "eager":
+            return None
+        return self.output if self.output in dict(self.module.named_modules()) else None
+
     def _run(self, xt: torch.Tensor, raw: bool = False):
         """The selected output tensor; ``raw=True``: the model's output as it returned it (for raw-output
         targets such as ``detection.Detection``, which read ``list[dict]`` detections)."""
+        internal = None if raw else self._internal_output()
         try:
+            if internal is not None:
+                out, inner = _with_module_output(self.module, internal, lambda: self._call(xt))
+                keyed = (isinstance(out, dict) or hasattr(out, "keys")) and internal in out.keys()
+                return self._select(out) if keyed else _first_tensor(inner, internal)
             out = self._call(xt)
             return out if raw else self._select(out)
         except (UsageError, InputError):
@@ -265,6 +277,11 @@ class TorchBackend:
             for h in hooks:
                 h.remove()
 
+    def logits_source(self, x: np.ndarray) -> tuple[str, str] | None:
+        """(module, activation) when the output is a final Sigmoid/Softmax module's: ``--output module``
+        explains the logits (``logits_module``)."""
+        return None if self.kind != "eager" or self._internal_output() else logits_module(self, x)
+
     def layer_kinds(self) -> dict[str, str]:
         """Each layer's class name (LayerNorm, Conv2d...), to tell a normalisation from a projection."""
         return {n: type(m).__name__ for n, m in self.module.named_modules() if n}
@@ -401,6 +418,52 @@ class TorchBackend:
 
 def _detached(t: torch.Tensor) -> torch.Tensor:
     return t.detach()
+
+
+def _with_module_output(module: torch.nn.Module, name: str, run):
+    """``run()``'s result and the output of submodule ``name`` on that call (its last call)."""
+    seen = []
+    handle = dict(module.named_modules())[name].register_forward_hook(lambda _m, _i, o: seen.append(o))
+    try:
+        out = run()
+    finally:
+        handle.remove()
+    return out, (seen[-1] if seen else None)
+
+
+def _first_tensor(value, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    if value is None:
+        raise UsageError(f"--output '{name}': that module did not run on this input",
+                         hint="name a module on the forward path (see check's layer list)")
+    raise UsageError(f"--output '{name}': that module returns {type(value).__name__}, not a tensor")
+
+
+_ACTIVATIONS = {"Sigmoid": "Sigmoid", "Softmax": "Softmax", "Softmax2d": "Softmax", "LogSoftmax": "LogSoftmax"}
+
+
+def logits_module(backend: TorchBackend, x: np.ndarray) -> tuple[str, str] | None:
+    """(the module whose output feeds the model's final Sigmoid/Softmax module, that activation), when the
+    model's output is that activation's: what ``--output`` names to explain the logits instead."""
+    calls = []  # (name, module type, input tensor ids, output tensor)
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: calls.append(
+                 (n, type(m).__name__, {id(v) for v in i if isinstance(v, torch.Tensor)}, o)))
+             for n, m in backend.module.named_modules() if n]
+    try:
+        with backend.session(), torch.no_grad():
+            out = backend._select(backend._call(backend.to_tensor(x)))
+    finally:
+        for h in hooks:
+            h.remove()
+    final = [c for c in calls if isinstance(c[3], torch.Tensor) and c[3] is out and c[1] in _ACTIVATIONS]
+    if not final:
+        return None
+    name, kind, inputs, _ = final[0]
+    source = next((c[0] for c in reversed(calls) if isinstance(c[3], torch.Tensor) and id(c[3]) in inputs), None)
+    return None if source is None else (source, _ACTIVATIONS[kind])
 
 
 def _tree(fn, value):

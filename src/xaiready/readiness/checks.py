@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DetectionOutputError, UsageError, XaiReadyError
 from ..model import ModelHandle
-from ..targets import SATURATION, Class, Detection, Target, for_task, infer_task, task_of
+from ..targets import SATURATION, Class, Detection, SegmentationRegion, Target, for_task, infer_task, task_of
 from .conversion import verify_conversion
 from .layers import _default_layer, measure_layers
 from .layouts import measure_layouts, to_maps
@@ -126,7 +126,7 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
     report.gradient = {"status": status,
                        "input_grad_norm": None if grad is None else float(np.linalg.norm(grad)),
                        "break": _locate(handle, x, target, status, report)}
-    _saturation_check(report, target, res.output, grad, getattr(handle, "logits_hint", None))
+    _saturation_check(report, target, res.output, grad, lambda: _logits_hint(handle, x))
 
     if status != "ok":
         report.cam = {"status": "unavailable", "layers": [], "default_layer": None,
@@ -220,33 +220,60 @@ def _locate(handle, x, target, status, report):
     return finding.to_dict()
 
 
-def _saturation_check(report: Report, target: Target, output: np.ndarray, grad, logits=None) -> None:
-    """``logits``: (tensor, op) when the output comes from a final Softmax/Sigmoid whose input can be
-    named with --output (ONNX graphs)."""
-    if not isinstance(target, Class) or output.ndim != 2 or output.shape[1] < 2:
-        report.add("saturation", "skip", "not a classification score")
-        return
-    rows, k = np.arange(output.shape[0]), target._k
-    is_prob = bool((output >= 0).all() and (output <= 1).all() and np.allclose(output.sum(1), 1, atol=1e-3))
-    if is_prob:
-        p = output[rows, k]
-        kind = "the output is a softmax probability"
-    elif target.score == "probability":
-        z = output - output.max(1, keepdims=True)
-        p = (np.exp(z) / np.exp(z).sum(1, keepdims=True))[rows, k]
-        kind = "the target is a probability"
-    else:
-        report.add("saturation", "pass", "the score is a logit (not saturating)")
+def _logits_hint(handle, x):
+    """(tensor or module, activation) naming the logits when the output is a final Softmax/Sigmoid's: an
+    ONNX graph's (found at load), an eager module's (measured on ``x``); None otherwise."""
+    hint = getattr(handle, "logits_hint", None)
+    source = getattr(handle.backend, "logits_source", None)
+    return hint if hint is not None or source is None else source(x)
+
+
+def _saturation_check(report: Report, target: Target, output, grad, logits=lambda: None) -> None:
+    """Probability scores whose gradients vanish: a classifier's softmax (or probability target), or a
+    segmentation region read off probabilities (a sigmoid map, or softmax channels). ``logits()`` names
+    the pre-activation tensor to explain instead, where one can be named with --output."""
+    p, kind = _probabilities(target, output)
+    if p is None:
+        report.add("saturation", "skip" if kind is None else "pass", kind or "not a probability score")
         return
     saturated = (p > SATURATION) | (p < 1 - SATURATION)
     gnorm = 0.0 if grad is None else float(np.linalg.norm(grad))
-    if saturated.any():
-        report.add("saturation", "warn", f"{kind} at {float(p.max()):.4f}; gradients of a saturated "
-                   f"probability are tiny (norm {gnorm:.2g}) and noisy: explain the logits instead "
-                   + (f"(--output {logits[0]}, the input of the final {logits[1]})" if logits else
-                      "(remove the final softmax, or --output the logits)"))
+    share = float(saturated.mean()) if p.size else 0.0
+    # One saturated class score is enough; a region is saturated when most of its pixels are.
+    if (saturated.any() and isinstance(target, Class)) or (not isinstance(target, Class) and share > 0.5):
+        hint = logits()
+        where = f"{float(p.max()):.4f}" if isinstance(target, Class) else f"{share:.0%} of the region's pixels"
+        report.add("saturation", "warn", f"{kind} saturated ({where}); gradients of a saturated probability are "
+                   f"tiny (norm {gnorm:.2g}) and noisy: explain the logits instead "
+                   + (f"(--output {hint[0]}, the input of the final {hint[1]})" if hint else
+                      "(remove the final softmax/sigmoid, or --output the logits)"))
     else:
         report.add("saturation", "pass", f"{kind} at {float(p.max()):.3f}, not saturated")
+
+
+def _probabilities(target, output):
+    """(the explained probabilities, what they are), (None, why it passes) for logits, (None, None) when
+    the score is no probability at all."""
+    if isinstance(target, SegmentationRegion) and hasattr(output, "ndim") and output.ndim == 4 and target.resolved:
+        out = np.asarray(output, dtype=np.float64)
+        axis, region = target._axis, np.asarray(target._mask) > 0
+        if out.shape[axis] == 1:
+            probs = np.squeeze(out, axis)
+            if not ((probs >= 0).all() and (probs <= 1).all()):
+                return None, "the map is a logit (not saturating)"
+            return probs[region], "the one-channel map is a sigmoid probability"
+        if not ((out >= 0).all() and np.allclose(out.sum(axis), 1, atol=1e-3)):
+            return None, "the map holds logits (not saturating)"
+        return np.take(out, int(target._k), axis=axis)[region], "the map is a softmax probability"
+    if not isinstance(target, Class) or not hasattr(output, "ndim") or output.ndim != 2 or output.shape[1] < 2:
+        return None, None
+    rows, k = np.arange(output.shape[0]), target._k
+    if (output >= 0).all() and (output <= 1).all() and np.allclose(output.sum(1), 1, atol=1e-3):
+        return output[rows, k], "the output is a softmax probability"
+    if target.score == "probability":
+        z = output - output.max(1, keepdims=True)
+        return (np.exp(z) / np.exp(z).sum(1, keepdims=True))[rows, k], "the target is a probability"
+    return None, "the score is a logit (not saturating)"
 
 
 def _snapshot(handle):

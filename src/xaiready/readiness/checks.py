@@ -171,8 +171,8 @@ def _gradient_checks(handle, x, target, out, report, layer, fd_directions):
 
 def _shared_by_boxes(handle, x, target, out, found, res, layouts, kinds) -> None:
     """A detector's default CAM layer: the deepest map that boxes from every part of the output depend
-    on (a backbone or neck map), never one pyramid level's head or a fixed head convolution that only
-    some boxes, or none through their class scores, reach."""
+    on (a backbone or neck map), never one pyramid level's head, nor a map with the head's own channel
+    count (its prediction map, where each box reads a single cell)."""
     boxes = target.representatives(out)
     passes = [handle.vjp(x, t, layers=found.verified, input_grad=False) for t in boxes]
     shared = [n for n in found.verified
@@ -180,7 +180,7 @@ def _shared_by_boxes(handle, x, target, out, found, res, layouts, kinds) -> None
                      for p in passes)]
     if not shared:
         return
-    default, why = _default_layer(replace(found, verified=shared), res, None, kinds)
+    default, why = _default_layer(replace(found, verified=shared), res, target.head_features(out), kinds)
     if default is not None:
         found.default = default
         found.default_reason = (f"{why}; every one of {len(boxes)} boxes spread over the output (top-scoring, "

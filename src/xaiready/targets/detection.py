@@ -263,6 +263,15 @@ class Detection(Target):
         seed = xp.stack(rows)
         return xp.permute_dims(seed, (0, 2, 1)) if head.features_first else seed
 
+    def head_features(self, output) -> int | None:
+        """Values per anchor of a YOLO-style head tensor (4 + K, or 5 + K): a layer with that many channels
+        is the head's prediction map, not a feature map; None for other outputs."""
+        kind, data = _parse(output)
+        if kind != "tensor":
+            return None
+        head = self._head(np.asarray(data))
+        return 4 + int(head.objectness) + head.cls.shape[-1]
+
     def representatives(self, output, k: int = 4) -> list[Detection]:
         """Up to ``k`` resolved targets of predictions spread over the detector's output, per sample: the
         top-scoring, largest, smallest and median-sized kept boxes of a list[dict] (FPN levels are picked

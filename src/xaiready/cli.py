@@ -23,6 +23,9 @@ COMMANDS = {
     "evaluate": ("xaiready.commands.evaluate", "score explanation methods with quantitative metrics (table, JSON, curves)"),
     "benchmark": ("xaiready.commands.benchmark", "leaderboard of methods on the built-in ground-truth benchmark"),
     "demo": ("xaiready.commands.demo", "build example models (healthy and broken), check each, print a table"),
+    "run": ("xaiready.commands.run", "explain and score a whole dataset into a resumable run directory "
+                                     "(local processes or Ray)"),
+    "report": ("xaiready.commands.report", "write the HTML report of a run directory (one file, opens offline)"),
 }
 EXIT_CODES = """exit codes:
   0  success (check: the verdict meets --require)      4  refused by policy (needs --trust, unsafe path)

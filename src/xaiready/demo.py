@@ -96,6 +96,9 @@ def run_demo(out: str | Path = "demo-out", console=None, explain: bool = True) -
     console.print(f"JSON reports: {reports_dir}/")
     if explain:
         explain_benchmark(out, console)
+        from .runs.report_demo import benchmark_run
+
+        benchmark_run(out, console)  # a dataset run over the benchmark set, and its HTML report
     return rows
 
 

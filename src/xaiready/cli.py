@@ -23,6 +23,8 @@ COMMANDS = {
     "evaluate": ("xaiready.commands.evaluate", "score explanation methods with quantitative metrics (table, JSON, curves)"),
     "benchmark": ("xaiready.commands.benchmark", "leaderboard of methods on the built-in ground-truth benchmark"),
     "demo": ("xaiready.commands.demo", "build example models (healthy and broken), check each, print a table"),
+    "serve": ("xaiready.commands.serve", "the platform: model registry, job queue and REST API over HTTP"),
+    "token": ("xaiready.commands.token", "create bearer tokens for the platform's teams"),
     "run": ("xaiready.commands.run", "explain and score a whole dataset into a resumable run directory "
                                      "(local processes or Ray)"),
     "report": ("xaiready.commands.report", "write the HTML report of a run directory (one file, opens offline)"),

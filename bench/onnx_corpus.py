@@ -24,7 +24,7 @@ from pathlib import Path
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "efficientnet_b1", "vgg11",
           "densenet121", "squeezenet1_1", "shufflenet_v2_x0_5", "regnet_x_400mf", "convnext_tiny", "vit_b_16",
-          "fcn_resnet50", "deeplabv3_mobilenet_v3_large"]
+          "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "swin_t"]
 EXPORTERS = ["legacy13", "legacy17", "dynamo"]
 SIZE = {"vgg11": 224}  # the legacy exporter needs 7x7 features before VGG's adaptive pool; others 64x64
 

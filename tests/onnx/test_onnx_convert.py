@@ -101,6 +101,8 @@ def test_a_wrong_converter_is_caught_by_verification(exports, monkeypatch):
     assert handle.framework == "onnxruntime"
     conversion = next(c for c in handle.extra_checks if c.name == "conversion")
     assert conversion.status == "fail" and "outputs differ from ONNX Runtime" in conversion.detail
+    relu = next(n for n in onnx.load(str(exports["legacy17"])).graph.node if n.op_type == "Relu")
+    assert f"first divergence at node '{relu.name}' (Relu)" in conversion.detail
 
 
 def test_user_input_mismatch_falls_back_to_onnxruntime(exports):

@@ -22,7 +22,8 @@ def add_arguments(p):
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE|FILE.py",
                    help="import your code before loading; repeatable")
     p.add_argument("--trust", action="store_true", help="allow formats that run code from the file")
-    p.add_argument("--output", metavar="NAME|INDEX", help="which output to compare, for multi-output models")
+    p.add_argument("--output", metavar="NAME|INDEX", help="which output to compare, for multi-output models; for ONNX, any "
+                   "tensor of the graph by name")
     p.add_argument("--convert", action="store_true",
                    help="convert CONVERTED (if ONNX) to PyTorch before comparing (default: as stored)")
     p.add_argument("--window", type=int, metavar="PX", help="occlusion window side (default 1/8 of the image)")
@@ -43,6 +44,7 @@ def run(args) -> int:
                for path, convert in ((args.original, False), (args.converted, args.convert))]
     x = read_input(args, handles[0])
     result = compare(handles[0], handles[1], x, make_target(args), window=args.window)
+    _localise(result, handles[1], x, args.convert)
     if args.json:
         print(json.dumps({"original": handles[0].source.to_dict(), "converted": handles[1].source.to_dict(),
                           **result.to_dict()}, indent=2))
@@ -60,3 +62,21 @@ def run(args) -> int:
                                format=handles[1].source.format,
                                hint="treat the converted model as inference-only, or fix the conversion")
     return 0
+
+
+def _localise(result, converted, x, asked: bool) -> None:
+    """Where a conversion diverges: the rejected conversion's reason (it names the first diverging node
+    on a random input), or, when the outputs differ on this input, the first diverging node on it."""
+    from ..convert.divergence import locate
+
+    rejected = next((c for c in converted.extra_checks if c.name == "conversion" and c.status == "fail"), None)
+    if asked and rejected is not None:
+        result.add("conversion", "warn", rejected.detail)
+    status = {a: s for a, s, _ in result.rows}
+    if status.get("outputs") == "fail" and converted.source.converted_from == "onnx":
+        try:
+            where = locate(converted, x)
+        except Exception as exc:  # noqa: BLE001 - localising is a courtesy; the verdict stands without it
+            where = f"the diverging node could not be located ({type(exc).__name__})"
+        result.add("divergence", "fail", where or "every node's output agrees; the difference is in the output "
+                   "selection")

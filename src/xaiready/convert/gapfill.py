@@ -18,8 +18,6 @@ from torch import nn
 # (op, version onnx2torch lacks, version whose converter applies, attribute -> the value it must have)
 _SAME_AS_BEFORE: list[tuple[str, int, int, dict]] = [
     ("AveragePool", 19, 11, {"dilations": None}),
-    ("Resize", 18, 13, {"antialias": 0, "axes": None, "keep_aspect_ratio_policy": "stretch"}),
-    ("Resize", 19, 13, {"antialias": 0, "axes": None, "keep_aspect_ratio_policy": "stretch"}),
     ("Pad", 18, 13, {}),
     ("Pad", 19, 13, {}),
     ("Pad", 21, 13, {}),
@@ -36,6 +34,8 @@ _SAME_AS_BEFORE: list[tuple[str, int, int, dict]] = [
     ("Shape", 21, 15, {}),
     ("Size", 19, 13, {}),
     ("ConstantOfShape", 20, 9, {}),
+    ("IsNaN", 20, 13, {}),  # 20 adds float8 types
+    ("IsInf", 20, 10, {}),
     ("ConstantOfShape", 21, 9, {}),
 ]
 _REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
@@ -43,6 +43,7 @@ _REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", 
 
 _installed = False
 ADDED: list[str] = []  # "Op-version" of every converter added here, for the conversion note
+REPLACED: dict = {}  # onnx2torch's own converters that ours replace, by registry key
 
 
 def install() -> None:
@@ -67,6 +68,18 @@ def install() -> None:
     for op in _REDUCE_18:
         add(op, 18, _reduce_axes_input)
     add("Gelu", 20, _gelu)
+    from . import conv_transpose, normalization, pooling, rearrange, recurrent, resize
+
+    for op, version in recurrent.REGISTERED:
+        add(op, version, recurrent.convert)
+    replacing = resize.REGISTERED + rearrange.REGISTERED + normalization.REGISTERED + pooling.REGISTERED
+    for op, version, fn in replacing:  # exact to the spec: these replace onnx2torch's own
+        key = registry.OperationDescription("", op, version)
+        if key in registry._CONVERTER_REGISTRY:
+            REPLACED[key] = registry._CONVERTER_REGISTRY[key]
+        registry._CONVERTER_REGISTRY[key] = fn
+        ADDED.append(f"{op}-{version}")
+    ADDED.extend(conv_transpose.install(registry))
     add("Split", 18, _split_18)
     # Reshape: the dynamo exporter sets allowzero=1, which onnx2torch refuses at every version.
     original = registry.get_converter(operation_type="Reshape", version=14)

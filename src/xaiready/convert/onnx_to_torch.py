@@ -29,6 +29,7 @@ class Converted:
     notes: list[str] = field(default_factory=list)
     gap_filled: list[str] = field(default_factory=list)  # "Op-version" converted by xaiready's converters
     passes: list = field(default_factory=list)  # canonical.PassRecord of every canonical pass that ran
+    graph: object = None  # the prepared ModelProto that was converted (to localise a divergence)
 
 
 def unsupported_ops(model) -> list[str]:
@@ -55,6 +56,38 @@ def unsupported_ops(model) -> list[str]:
     return list(missing)
 
 
+# Integer-quantized arithmetic: piecewise constant in the input (rounding), so it has no useful gradient
+# and is not converted; the graph stays on ONNX Runtime, where black-box methods still run.
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                 "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+                 "QLinearLeakyRelu", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat",
+                 "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QGemm", "QAttention",
+                 "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QOrderedMatMul",
+                 "DequantizeBFP", "QuantizeBFP", "MatMulNBits", "MatMulBnb4", "GatherBlockQuantized"}
+
+
+def describe_unsupported(missing: list[str]) -> str:
+    """The reason for a graph with ops no converter takes: which are integer-quantized, which belong to a
+    custom domain, which are standard ops without a converter; each list names the ops."""
+    def op_name(label: str) -> str:
+        return label.split("::")[-1].split(" ")[0].rsplit("-", 1)[0]
+
+    def listed(labels: list[str]) -> str:
+        return ", ".join(labels[:6]) + (f" and {len(labels) - 6} more" if len(labels) > 6 else "")
+
+    quantized = [m for m in missing if op_name(m) in QUANTIZED_OPS]
+    custom = [m for m in missing if m not in quantized and "::" in m]
+    standard = [m for m in missing if m not in quantized and m not in custom]
+    parts = []
+    if quantized:
+        parts.append(f"integer-quantized ops {listed(quantized)} are not convertible (rounding has no gradient)")
+    if custom:
+        parts.append(f"custom-domain ops {listed(custom)} are not convertible (no ONNX definition to follow)")
+    if standard:
+        parts.append(f"no converter for {listed(standard)}")
+    return "; ".join(parts)
+
+
 def to_torch(proto) -> Converted:
     """Convert a ModelProto (external data loaded). Raises ConversionFailed with the reason."""
     import warnings
@@ -65,25 +98,24 @@ def to_torch(proto) -> Converted:
     from .passes import prepare
 
     gapfill.install()
-    model, notes, passes = prepare(proto)
+    model, notes, passes = prepare(proto, unsupported_ops)
     missing = unsupported_ops(model)
     if missing:
         model, missing = _try_downgrade(model, missing, notes)
     if missing:
-        raise ConversionFailed(f"no converter for {', '.join(missing[:5])}"
-                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""), passes)
+        raise ConversionFailed(describe_unsupported(missing), passes)
     versions = {e.domain: e.version for e in model.opset_import}
     used = {f"{n.op_type}-{_since(n, versions)}" for n in model.graph.node}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = onnx2torch.convert(model)
+            module = onnx2torch.convert(model, attach_onnx_mapping=True)  # names outputs, for ``divergence``
     except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
             IndexError) as exc:
         text = first_line(exc)
         raise ConversionFailed(f"onnx2torch failed: {type(exc).__name__}: {text}", passes) from exc
     module.eval()
-    return Converted(module, notes, sorted(used & set(gapfill.ADDED)), passes)
+    return Converted(module, notes, sorted(used & set(gapfill.ADDED)), passes, model)
 
 
 def _try_downgrade(model, missing: list[str], notes: list[str]):

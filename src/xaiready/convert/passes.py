@@ -14,9 +14,13 @@ MIN_OPSET = 11  # below this, upgrade with onnx.version_converter first
 UPGRADE_TO = 13
 
 
-def prepare(proto) -> tuple[object, list[str], list[PassRecord]]:
+def prepare(proto, unsupported=None) -> tuple[object, list[str], list[PassRecord]]:
     """A rewritten copy of ``proto``, one note per rewrite beyond the canonical passes, and the
-    canonical passes that ran (in order, with what each changed)."""
+    canonical passes that ran (in order, with what each changed).
+
+    ``unsupported(model)`` lists the ops no converter takes: an old opset is upgraded only when it
+    names some, since onnx's adapters are not always exact (Resize 10 -> 11 drops the ``asymmetric``
+    coordinate transform that Resize-10 implies)."""
     import onnx
 
     model = onnx.ModelProto()
@@ -24,7 +28,7 @@ def prepare(proto) -> tuple[object, list[str], list[PassRecord]]:
     notes = []
     records = canonicalize(model)
     version = default_opset(model)
-    if version is not None and version < MIN_OPSET:
+    if version is not None and version < MIN_OPSET and (unsupported is None or unsupported(model)):
         from onnx import version_converter
 
         model = version_converter.convert_version(model, UPGRADE_TO)

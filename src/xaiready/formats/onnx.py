@@ -31,7 +31,18 @@ def load(sniffed: Sniffed, *, arch=None, arch_kwargs=None, trust: bool = False, 
     check_declared_inputs(proto, path, built=convert)
     locations = check_external_data(proto, path)
     validate(proto, path, has_external=bool(locations))
-    handle = open_session(path, output=output)
+    exposed = expose_internal_output(proto, output)
+    layout, evidence = detect_layout(proto)
+    handle = open_session(path, output=output, layout=layout, proto=proto if exposed else None,
+                          external=bool(locations))
+    _note_layout(handle, layout, evidence)
+    if exposed:
+        handle.notes.append(f"--output '{output}' is an internal tensor of the graph, made an output for this run")
+    logits = logits_tensor(proto, handle.backend.outputs[handle.backend.output_index].name)
+    if logits is not None:
+        handle.logits_hint = logits
+        handle.notes.append(f"the explained output comes from a final {logits[1]}; its input '{logits[0]}' "
+                            f"holds the logits (explain them with --output {logits[0]})")
     if arch is not None:
         handle.notes.append("--arch is ignored for ONNX files: the graph is the architecture")
     if not convert:
@@ -186,15 +197,102 @@ def validate(proto, path: Path, *, has_external: bool) -> None:
                            format=FORMAT, hint="re-export the model; it is not valid ONNX") from exc
 
 
-def open_session(path: Path, *, output=None) -> ModelHandle:
+# ---- layout, internal outputs, logits ---------------------------------------------------------------------
+_TO_NCHW = [0, 3, 1, 2]
+# ops that carry a final activation's output to the graph output unchanged in value
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+
+
+def _graph_input(proto):
+    initializers = {t.name for t in proto.graph.initializer}
+    return next((v for v in proto.graph.input if v.name not in initializers), None)
+
+
+def detect_layout(proto) -> tuple[str, str]:
+    """(NCHW | NHWC, the evidence) for the graph's image input.
+
+    tf2onnx and other exporters of channels-last frameworks keep the NHWC input and begin with a
+    ``Transpose`` to NCHW; otherwise the declared shape decides (``guess_layout``)."""
+    from ..backends.onnxruntime import guess_layout
+
+    value = _graph_input(proto)
+    if value is None or not value.type.HasField("tensor_type"):
+        return "NCHW", "no tensor input"
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    readers = [n for n in proto.graph.node if value.name in n.input]
+    perms = [list(next((a.ints for a in n.attribute if a.name == "perm"), [])) for n in readers
+             if n.op_type == "Transpose"]
+    if len(dims) == 4 and readers and len(perms) == len(readers) and all(p == _TO_NCHW for p in perms):
+        return "NHWC", "the graph begins with a Transpose from NHWC to NCHW, as tf2onnx exports do"
+    shown = "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
+    layout = guess_layout(dims)
+    if layout == "NHWC":
+        return layout, f"the input {shown} has its channels on the last axis"
+    return layout, f"the input {shown} has its channels on axis 1" if len(dims) == 4 else f"the input is {shown}"
+
+
+def _note_layout(handle: ModelHandle, layout: str, evidence: str) -> None:
+    from ..readiness.report import CheckResult
+
+    if len(handle.backend.input.shape) != 4:
+        return
+    handle.extra_checks.append(CheckResult("input-layout", "pass", f"{layout} detected: {evidence}; inputs are "
+                                           f"given {layout} (override with --layout)"))
+
+
+def expose_internal_output(proto, output) -> bool:
+    """Make ``output`` a graph output when it names a tensor inside the graph (the input of a final
+    Softmax, say) rather than an output; True if it did. Names that are outputs, or indices, are left
+    to the backend; a name found nowhere is a usage error that lists the outputs."""
+    from ..errors import UsageError
+
+    graph = proto.graph
+    names = [o.name for o in graph.output]
+    if not isinstance(output, str) or output in names or output.lstrip("-").isdigit():
+        return False
+    produced = {o for n in graph.node for o in n.output if o}
+    if output not in produced:
+        raise UsageError(f"the graph has no output or internal tensor '{output}'",
+                         hint=f"outputs are {', '.join(names)}; any node output of the graph may be named")
+    from onnx import ValueInfoProto
+
+    known = next((v for v in graph.value_info if v.name == output), None)
+    value = ValueInfoProto()
+    if known is not None:
+        value.CopyFrom(known)
+    else:
+        value.name = output
+    graph.output.append(value)
+    return True
+
+
+def logits_tensor(proto, output: str) -> tuple[str, str] | None:
+    """(the input of the final Softmax / Sigmoid that ``output`` comes from, that op), or None."""
+    producer = {o: n for n in proto.graph.node for o in n.output if o}
+    node = producer.get(output)
+    while node is not None and node.op_type in _PASS_THROUGH and node.input:
+        node = producer.get(node.input[0])
+    if node is not None and node.op_type in ("Softmax", "Sigmoid") and node.input:
+        return node.input[0], node.op_type
+    return None
+
+
+def open_session(path: Path, *, output=None, layout: str | None = None, proto=None,
+                 external: bool = False) -> ModelHandle:
+    """ONNX Runtime on the file, or on ``proto`` (the file's graph with an internal tensor exposed) whose
+    external data, already checked, ONNX Runtime reads from the model's folder."""
     ort = import_optional("onnxruntime")
     from ..backends.onnxruntime import NO_GRADIENTS, OnnxRuntimeBackend
     from ..readiness.report import CheckResult
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings would break the one-line promise
+    if proto is not None and external:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(path.absolute().parent))
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        model = str(path) if proto is None else proto.SerializeToString()
+        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         kind = type(exc).__name__
         if kind in ("NotImplemented", "InvalidGraph") or "not implemented" in str(exc).lower():
@@ -202,7 +300,7 @@ def open_session(path: Path, *, output=None) -> ModelHandle:
                                    format=FORMAT, hint="an op or opset this onnxruntime does not support") from exc
         raise CorruptError(f"ONNX Runtime cannot load the model: {first_line(exc)}", path=str(path),
                            format=FORMAT, hint="re-export the model") from exc
-    backend = OnnxRuntimeBackend(session, output=output)
+    backend = OnnxRuntimeBackend(session, output=output, layout=layout)
     handle = ModelHandle(backend, Source(str(path), FORMAT, "onnxruntime"))
     handle.notes.append(f"ONNX input {backend.input.describe()}; outputs "
                         + ", ".join(s.describe() for s in backend.outputs))

@@ -24,8 +24,10 @@ def output_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def verify_conversion(handle, x: np.ndarray, n_random: int = 2) -> CheckResult:
     reference = handle.reference
     worst, failure = 0.0, None
-    inputs = [("the input", x)] + [(f"random input {i + 1}", random_input(x.shape, seed=100 + i))
-                                   for i in range(n_random)]
+    # A perturbed copy too: near the user's input, where the explanation probes the model.
+    noise = 0.05 * float(np.std(x) or 1.0) * np.random.default_rng(99).standard_normal(x.shape)
+    inputs = [("the input", x), ("a perturbed copy of the input", (x + noise).astype(x.dtype))] + \
+        [(f"random input {i + 1}", random_input(x.shape, seed=100 + i)) for i in range(n_random)]
     for label, sample in inputs:
         try:
             ours, theirs = handle.forward(sample), reference.forward(sample)

@@ -20,8 +20,8 @@ from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn, 
 
 import xaiready as xr
 from xaiready.api import as_handle
-from xaiready.targets.detection import Detection, box_iou, xywh_to_xyxy
 from xaiready.errors import UsageError
+from xaiready.targets.detection import Detection, box_iou, xywh_to_xyxy
 
 from .conftest import assert_close
 
@@ -30,6 +30,11 @@ LAYER = "backbone.body.16"  # the MobileNet's last stage: one (N, 960, 10, 10) t
 
 @pytest.fixture(scope="module")
 def frcnn():
+    return build_frcnn()
+
+
+def build_frcnn():
+    """Faster R-CNN (MobileNet v3, 320) with random weights made fit to explain (module docstring)."""
     torch.manual_seed(0)
     model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=5)
     model.roi_heads.score_thresh = 0.0  # random weights: keep every box

@@ -21,6 +21,8 @@ from xaiready.errors import UsageError
 from xaiready.methods.blackbox import RiseMasks
 from xaiready.targets import Detection
 
+from .test_detection import build_frcnn
+
 XAIREADY = [sys.executable, "-m", "xaiready"]
 
 
@@ -30,28 +32,10 @@ def _cli(*args, cwd=None):
                           timeout=900)
 
 
-def _frcnn():
-    """Faster R-CNN (MobileNet v3, 320) with random weights made fit to explain (see test_detection)."""
-    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
-
-    torch.manual_seed(0)
-    model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=5)
-    model.roi_heads.score_thresh = 0.0
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.backbone.body.train()
-    with torch.no_grad():
-        model.backbone.body(torch.randn(4, 3, 320, 320, generator=torch.Generator().manual_seed(1)))
-        nn.init.normal_(model.roi_heads.box_predictor.cls_score.weight, std=0.3)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def frcnn_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("frcnn")
-    torch.save(_frcnn(), d / "frcnn.pt")
+    torch.save(build_frcnn(), d / "frcnn.pt")
     np.save(d / "x.npy", torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0)).numpy())
     return d
 
@@ -106,7 +90,7 @@ def test_detach_by_design_is_a_named_warning_not_a_break():
 def test_explain_cli_gradcam_and_drise_draw_the_box(frcnn_files, tmp_path):
     out = tmp_path / "det.png"
     r = _cli("explain", frcnn_files / "frcnn.pt", "--trust", "--input", frcnn_files / "x.npy", "--task", "detection",
-             "--box-index", "2", "--method", "gradcam", "--method", "drise", "--masks", "48", "--sanity", "off",
+             "--box-index", "2", "--method", "gradcam", "--method", "drise", "--n-masks", "48", "--sanity", "off",
              "--out", out)
     assert r.returncode == 0, r.stderr
     assert "gradcam: values (1, 160, 160), detection box 2" in r.stdout

@@ -93,6 +93,28 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blank", type=int, metavar="K", help="sequence task: the CTC blank class (default 0)")
 
 
+def add_method_arguments(g, *, npy_baseline: bool = True) -> None:
+    """The options of methods that take any (IG, SmoothGrad, RISE/D-RISE, KernelSHAP), on group ``g``."""
+    g.add_argument("--n-steps", type=int, metavar="N", help="integrated gradients: path points (default 50)")
+    g.add_argument("--ig-method", choices=["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                                           "riemann_trapezoid"], help="integrated gradients: quadrature rule")
+    g.add_argument("--baseline", metavar="zeros|blur|uniform" + ("|FILE.npy" if npy_baseline else ""),
+                   help="integrated gradients: baseline")
+    g.add_argument("--base", metavar="METHOD", help="smoothgrad/vargrad: the gradient method to smooth (saliency)")
+    g.add_argument("--samples", type=int, metavar="N", help="smoothgrad/vargrad: noisy samples (default 25)")
+    g.add_argument("--noise", type=float, metavar="FRACTION",
+                   help="smoothgrad/vargrad: noise std as a fraction of the input range (default 0.15)")
+    g.add_argument("--n-masks", type=int, metavar="N", help="rise/drise: random masks (default 1000)")
+    g.add_argument("--grid", type=int, metavar="N", help="rise/drise/kernelshap: mask grid cells per side "
+                   "(defaults: rise 7, drise 16, kernelshap 8)")
+
+
+def method_options(args) -> dict:
+    """What ``add_method_arguments`` parsed, by method option name (None where not given)."""
+    return {"n_steps": args.n_steps, "integration": args.ig_method, "baseline": args.baseline, "base": args.base,
+            "n_samples": args.samples, "noise_level": args.noise, "n_masks": args.n_masks, "grid": args.grid}
+
+
 def _floats(text: str | None, what: str):
     if text is None:
         return None

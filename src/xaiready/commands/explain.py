@@ -11,7 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import add_input_arguments, add_model_arguments, add_target_arguments
+from ._common import (
+    add_input_arguments,
+    add_method_arguments,
+    add_model_arguments,
+    add_target_arguments,
+    method_options,
+)
 
 
 def add_arguments(p):
@@ -35,17 +41,7 @@ def add_arguments(p):
                    help="if the model cannot serve a method, use the black-box 'occlusion' instead (labelled)")
     g = p.add_argument_group("method options")
     g.add_argument("--batch-size", type=int, metavar="N", help="rows per pass for IG/SmoothGrad (default: automatic)")
-    g.add_argument("--n-steps", type=int, metavar="N", help="integrated gradients: path points (default 50)")
-    g.add_argument("--ig-method", choices=["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-                                           "riemann_trapezoid"], help="integrated gradients: quadrature rule")
-    g.add_argument("--baseline", metavar="zeros|blur|uniform|FILE.npy", help="integrated gradients: baseline")
-    g.add_argument("--base", metavar="METHOD", help="smoothgrad/vargrad: the gradient method to smooth (saliency)")
-    g.add_argument("--samples", type=int, metavar="N", help="smoothgrad/vargrad: noisy samples (default 25)")
-    g.add_argument("--noise", type=float, metavar="FRACTION",
-                   help="smoothgrad/vargrad: noise std as a fraction of the input range (default 0.15)")
-    g.add_argument("--masks", type=int, metavar="N", help="rise/drise: random masks (default 1000)")
-    g.add_argument("--grid", type=int, metavar="N", help="rise/drise/kernelshap: mask grid cells per side "
-                   "(defaults: rise 7, drise 16, kernelshap 8)")
+    add_method_arguments(g)
     g.add_argument("--seed", type=int, metavar="N", help="seed for noise and random baselines")
     g.add_argument("--cmap", default=None, metavar="NAME", help="matplotlib colormap for the heatmap")
 
@@ -54,9 +50,7 @@ def _options(args, method_cls) -> dict:
     """Only the flags the method understands (a smoothgrad wrapper also passes its base's)."""
     import numpy as np
 
-    given = {"batch_size": args.batch_size, "n_steps": args.n_steps, "integration": args.ig_method,
-             "base": args.base, "n_samples": args.samples, "noise_level": args.noise, "seed": args.seed,
-             "n_masks": args.masks, "grid": args.grid}
+    given = {**method_options(args), "batch_size": args.batch_size, "seed": args.seed}
     if args.baseline:
         given["baseline"] = (np.load(args.baseline, allow_pickle=False) if args.baseline.endswith(".npy")
                              else args.baseline)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import add_model_arguments, add_target_arguments
+from ._common import add_method_arguments, add_model_arguments, add_target_arguments, method_options
 
 
 def add_arguments(p):
@@ -42,13 +42,7 @@ def add_arguments(p):
     p.add_argument("--chunk-size", type=int, default=64, metavar="N", help="rows per model call in metrics")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     g = p.add_argument_group("method options")
-    g.add_argument("--n-steps", type=int, metavar="N", help="integrated gradients: path points (default 50)")
-    g.add_argument("--ig-method", choices=["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-                                           "riemann_trapezoid"], help="integrated gradients: quadrature rule")
-    g.add_argument("--baseline", metavar="zeros|blur|uniform", help="integrated gradients: baseline")
-    g.add_argument("--base", metavar="METHOD", help="smoothgrad/vargrad: the gradient method to smooth")
-    g.add_argument("--samples", type=int, metavar="N", help="smoothgrad/vargrad: noisy samples (default 25)")
-    g.add_argument("--noise", type=float, metavar="FRACTION", help="smoothgrad/vargrad: noise std fraction")
+    add_method_arguments(g, npy_baseline=False)
 
 
 def run(args) -> int:
@@ -78,8 +72,7 @@ def run(args) -> int:
     limits = {"max_unpacked_bytes": None if args.max_unpacked_mb is None else int(args.max_unpacked_mb * mb),
               "max_ratio": args.max_ratio, "max_image_pixels": args.max_image_pixels,
               "max_input_bytes": None if args.max_input_mb is None else int(args.max_input_mb * mb)}
-    method_options = {"n_steps": args.n_steps, "integration": args.ig_method, "baseline": args.baseline,
-                      "base": args.base, "n_samples": args.samples, "noise_level": args.noise, "seed": args.seed}
+    options = {**method_options(args), "seed": args.seed}
     run = run_dataset(
         args.model, args.input_files, out=args.out, methods=split(args.methods), metrics=split(args.metrics),
         labels=args.labels, masks=args.masks, resume=args.resume, engine=args.engine, workers=args.workers,
@@ -90,7 +83,7 @@ def run(args) -> int:
                         if getattr(args, k, None) not in (None, False)},
         resize=None if resize is None else [int(v) for v in resize], mean=_floats(args.mean, "--mean"),
         std=_floats(args.std, "--std"), sanity=args.sanity, overlays=args.overlays,
-        method_options={k: v for k, v in method_options.items() if v is not None},
+        method_options={k: v for k, v in options.items() if v is not None},
         model_options={k: v for k, v in model_options.items() if v is not None and v is not False and v != []
                        or k == "convert"},
         limits={k: v for k, v in limits.items() if v is not None}, chunk_size=args.chunk_size,

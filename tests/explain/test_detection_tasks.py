@@ -276,3 +276,19 @@ def test_target_fn_gets_the_raw_list_of_dicts(frcnn_files, tmp_path):
     bad = _cli("explain", frcnn_files / "frcnn.pt", "--trust", "--input", frcnn_files / "x.npy", "--method",
                "saliency", "--target-fn", f"{fn}:nope", "--out", tmp_path / "n.png")
     assert bad.returncode == 3 and "has no function 'nope'" in bad.stderr
+
+
+def test_ssdlite_and_fcos():
+    """The other torchvision families: SSDLite checked (a backbone map for CAM), FCOS explained."""
+    from torchvision.models.detection import fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0)).numpy()
+    ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4, score_thresh=0.0).eval()
+    report = xr.check(ssd, x)
+    assert report.verdict == "full" and report.context["task"] == "detection"
+    assert report.cam["default_layer"].startswith("backbone.")
+    fcos = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4, min_size=128, max_size=128,
+                             score_thresh=0.0).eval()
+    a = xr.explain(fcos, x, "saliency", target=Detection(), sanity="off", verify=False)
+    assert a.target["output"] == "list[dict]" and np.isfinite(a.values).all() and np.abs(a.values).max() > 0

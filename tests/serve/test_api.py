@@ -216,6 +216,9 @@ def test_uploads_are_size_limited(server, tokens):
         r = c.post("/api/models", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
         assert r.status_code == 413 and r.json()["error"]["kind"] == "too-large"
         assert "big" not in {m["name"] for m in c.get("/api/models").json()}
+        page = c.post("/models", files={"file": ("big.pt", b"\0" * big)}, data={"name": "big"})  # the upload form
+        assert page.status_code == 413 and page.headers["content-type"].startswith("text/html")
+        assert "over the upload limit" in page.text
     assert server.alive()
 
 

@@ -39,7 +39,7 @@ class UploadLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         limit = self.max_bytes + 1024 * 1024  # room for the multipart framing and the other fields
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _too_large(send, self.max_bytes)
+            return await _too_large(send, self.max_bytes, scope.get("path", ""))
         seen, exceeded = 0, False
 
         async def counted():
@@ -63,16 +63,23 @@ class UploadLimit:
             if not exceeded:
                 raise
         if exceeded:
-            await _too_large(send, self.max_bytes)
+            await _too_large(send, self.max_bytes, scope.get("path", ""))
 
 
-async def _too_large(send, max_bytes: int):
+async def _too_large(send, max_bytes: int, path: str = ""):
+    """413: JSON for the API, a short page for a browser's form post (the pages live outside /api)."""
+    import html
     import json
 
-    payload = json.dumps(body("too-large", f"the request body is over the upload limit of {max_bytes // 2**20} MiB "
-                                           "(the server's --max-upload-mb)")).encode()
+    message = f"the request body is over the upload limit of {max_bytes // 2**20} MiB (the server's --max-upload-mb)"
+    if path.startswith(("/api", "/v1")):
+        payload, kind = json.dumps(body("too-large", message)).encode(), b"application/json"
+    else:
+        payload = (f"<!doctype html><title>Too large</title><p>{html.escape(message)}.</p>"
+                   "<p><a href=\"/\">Back to the models</a></p>").encode()
+        kind = b"text/html; charset=utf-8"
     await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [(b"content-type", kind), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
 
 

@@ -75,6 +75,7 @@ __all__ = ["Detection", "box_iou", "xywh_to_xyxy"]
 _COMBINE = ("product", "sum")
 _MATCH = ("label", "any", "max")
 _LAYOUTS = ("auto", "v8", "v5")
+_ANCHORED = ("tensor", "detr")  # outputs read per anchor or query, before any NMS
 
 
 # ---- box utilities (array-API generic: NumPy, torch, ...) ---------------------------------------------------
@@ -184,9 +185,8 @@ class Detection(Target):
     def resolve(self, output, *, channel_axis: int = 1) -> Detection:
         """Fix each sample's reference box and label (and chosen prediction) on the unperturbed output."""
         kind, data = _parse(output)
-        if kind in ("tensor", "detr"):
-            head = self._head(np.asarray(data)) if kind == "tensor" else _detr_head({k: np.asarray(v) for k, v in
-                                                                                   data.items()})
+        if kind in _ANCHORED:
+            head = self._anchored(kind, data, host=True)
             picks = [self._pick_anchor(head, s) for s in range(head.boxes.shape[0])]
             kind = f"yolo-{head.layout}" if kind == "tensor" else "detr"
         else:
@@ -212,8 +212,8 @@ class Detection(Target):
         if self._ref is None:
             raise RuntimeError("Detection target used before resolve()")
         kind, data = _parse(output)
-        if kind in ("tensor", "detr"):
-            head = self._head(data) if kind == "tensor" else _detr_head(data)
+        if kind in _ANCHORED:
+            head = self._anchored(kind, data)
             n = head.boxes.shape[0]
             self._check_batch(n)
             score = self._best_anchor_score if self.match == "max" else self._anchor_score
@@ -269,7 +269,7 @@ class Detection(Target):
         kind, data = _parse(output)
         if kind != "tensor":
             return None
-        head = self._head(np.asarray(data))
+        head = self._anchored(kind, data, host=True)
         return 4 + int(head.objectness) + head.cls.shape[-1]
 
     def representatives(self, output, k: int = 4) -> list[Detection]:
@@ -279,9 +279,8 @@ class Detection(Target):
         multi-scale heads concatenate scales largest first). A layer every one of them depends on is a
         backbone or neck map, not one level's head."""
         kind, data = _parse(output)
-        if kind in ("tensor", "detr"):
-            head = self._head(np.asarray(data)) if kind == "tensor" else _detr_head(
-                {key: np.asarray(v) for key, v in data.items()})
+        if kind in _ANCHORED:
+            head = self._anchored(kind, data, host=True)
             cls = head.cls * (head.obj[..., None] if head.objectness else 1.0)
             n = cls.shape[1]
             edges = sorted({0, *(n - n // 2 ** i for i in range(1, k)), n})
@@ -377,6 +376,12 @@ class Detection(Target):
         ious = box_iou(given, boxes)
         idx = int(np.argmax(np.where(allowed, ious, -np.inf)))
         return given, int(labels[idx]), idx
+
+    def _anchored(self, kind: str, data, *, host: bool = False) -> _Head:
+        """The predictions of an anchored output (a YOLO head tensor, DETR queries); NumPy with ``host``."""
+        if host:
+            data = np.asarray(data) if kind == "tensor" else {k: np.asarray(v) for k, v in data.items()}
+        return self._head(data) if kind == "tensor" else _detr_head(data)
 
     def _head(self, out) -> _Head:
         if out.ndim != 3:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._jsonable import jsonable
-from ..errors import DetectionOutputError, UsageError
-from ..targets import Detection, Target, for_task, infer_task
+from ..errors import UsageError
+from ..targets import Target, target_for_output
 from .base import Attribution, Contrast
 
 _SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # handle -> {input shape: output shape}
@@ -40,23 +40,23 @@ def prepare(handle, x: Any, target: Target | None, *, resolve: bool = True) -> P
     x = handle.as_input(x)
     if not resolve:
         if target is None:
-            target = _default_target(handle, x)
+            target = target_for_output(lambda: _output_shape(handle, x))
         return Prepared(x, target, None, None)
     out = None
     if target is None:
-        try:
+        def shape():
+            nonlocal out
             out = handle.forward(x)
-        except DetectionOutputError:  # a detector: its top-scoring box
-            target = Detection()
-    if target is not None and getattr(target, "raw_output", False):
+            return out.shape
+
+        target = target_for_output(shape)  # a detector's top-scoring box where there is no output tensor
+    if getattr(target, "raw_output", False):
         # A raw-output target (a detector's list[dict]) may see no tensor: the backend's pass resolves
         # it once on x and scores it; every later pass reuses that resolved target.
         res = handle.vjp(x, target, input_grad=False)
         return Prepared(x, res.target or target, None, np.asarray(res.scores, dtype=np.float64))
     out = handle.forward(x) if out is None else out
     _SHAPES.setdefault(handle, {})[tuple(x.shape)] = tuple(out.shape)
-    if target is None:
-        target = for_task(infer_task(out.shape), None)
     if target.framework_fn is not None:
         scores = handle.vjp(x, target, input_grad=False).scores
     else:
@@ -79,14 +79,6 @@ def resolved(prep: Prepared, result) -> Prepared:
     """``prep`` completed from a backend pass on ``prep.x`` (a GradResult): resolved target and scores."""
     return Prepared(prep.x, result.target or prep.target, result.output,
                     np.asarray(result.scores, dtype=np.float64))
-
-
-def _default_target(handle, x: np.ndarray) -> Target:
-    """The target of the task the output's shape names; a detector's top-scoring box."""
-    try:
-        return for_task(infer_task(_output_shape(handle, x)), None)
-    except DetectionOutputError:
-        return Detection()
 
 
 def _output_shape(handle, x: np.ndarray) -> tuple[int, ...]:

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._batching import iter_chunks
-from ..errors import DetectionOutputError, UsageError
-from ..targets import Class, Detection, SegmentationRegion, for_task, infer_task
+from ..errors import UsageError
+from ..targets import Class, SegmentationRegion, target_for_output
 from .base import METRICS, Explainer, Metric, MetricResult, Settings
 
 
@@ -23,11 +23,7 @@ def default_target(handle, x: np.ndarray, target=None, *, output: np.ndarray | N
     ``output`` is the model's output on ``x`` when the caller has it (no forward is run then)."""
     tensor = output is not None and hasattr(output, "shape")  # a detector's output is a list of dicts
     if target is None:
-        try:
-            shape = tuple(output.shape) if tensor else tuple(handle.forward(x[:1]).shape)
-            target = for_task(infer_task(shape), None)
-        except DetectionOutputError:
-            target = Detection()
+        target = target_for_output(lambda: tuple(output.shape) if tensor else tuple(handle.forward(x[:1]).shape))
     if isinstance(target, Class | SegmentationRegion) and target.resolved:
         return target  # already fixed on the clean input (e.g. by take()); resolving again would redo it
     if tensor and target.framework_fn is None:

@@ -25,7 +25,7 @@ from .detection import Detection
 from .regression import Custom, Regression
 from .segmentation import SegmentationRegion
 from .sequence import Sequence
-from .tasks import TASKS, for_task, infer_task, pinned, runner_up, task_of
+from .tasks import TASKS, for_task, infer_task, pinned, runner_up, target_for_output, task_of
 
 __all__ = ["SATURATION", "TASKS", "Class", "Custom", "Detection", "Regression", "SegmentationRegion", "Sequence",
-           "Target", "for_task", "infer_task", "pinned", "runner_up", "task_of"]
+           "Target", "for_task", "infer_task", "pinned", "runner_up", "target_for_output", "task_of"]

@@ -22,7 +22,7 @@ def _per_sample(value: int | abc.Sequence[int] | np.ndarray, n: int, what: str) 
     return arr
 
 
-def _softmax(z, axis: int):
+def softmax(z, axis: int):
     xp = array_namespace(z)
     e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)

@@ -9,7 +9,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from ..errors import UsageError
-from .base import Target, _as_2d, _check_batch, _host, _per_sample, _softmax
+from .base import Target, _as_2d, _check_batch, _host, _per_sample, softmax
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Class(Target):
         xp = array_namespace(out)
         out = xp.astype(out, xp.float64)
         if self.score != "logit":
-            out = _softmax(out, 1)
+            out = softmax(out, 1)
         picked = xp.take_along_axis(out, self._classes(out), axis=1)[:, 0]
         return xp.log(picked) if self.score == "log-probability" else picked
 
@@ -74,7 +74,7 @@ class Class(Target):
         if self.score == "logit":
             seed = onehot
         else:
-            p = _softmax(out, 1)
+            p = softmax(out, 1)
             seed = onehot - p  # d log p_k / dz
             if self.score == "probability":
                 seed = seed * xp.take_along_axis(p, k, axis=1)  # d p_k / dz = p_k (e_k - p)

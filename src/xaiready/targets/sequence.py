@@ -9,7 +9,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from ..errors import UsageError
-from .base import Target, _check_batch, _host, _softmax
+from .base import Target, _check_batch, _host, softmax
 
 
 def _log_softmax(z, axis: int):
@@ -175,7 +175,7 @@ class Sequence(Target):
     def seed(self, output):
         xp = array_namespace(output)
         z = xp.astype(self._bt(output), xp.float64)
-        p = _softmax(z, 2)
+        p = softmax(z, 2)
         if self._ext is not None:
             occ = self._ctc(z, backward=True)[1]  # d log p(labels) / d log_softmax(z)
             seed = occ - p * xp.sum(occ, axis=2, keepdims=True)

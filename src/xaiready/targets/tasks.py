@@ -3,9 +3,11 @@ explicit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import DetectionOutputError, UsageError
 from .base import Target, _host
 from .classification import Class
 from .detection import Detection
@@ -60,6 +62,15 @@ def for_task(task: str, target: int | None, mask: np.ndarray | None = None, *, l
 
 
 TASKS = ("classification", "segmentation", "regression", "sequence", "detection")
+
+
+def target_for_output(output_shape: Callable[[], tuple[int, ...]]) -> Target:
+    """The default target of a model whose output has shape ``output_shape()``: the task's (``infer_task``),
+    or a detector's top-scoring box when the model returns detections rather than a tensor."""
+    try:
+        return for_task(infer_task(output_shape()), None)
+    except DetectionOutputError:
+        return Detection()
 
 
 def task_of(target: Target) -> str | None:

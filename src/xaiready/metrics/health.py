@@ -20,6 +20,7 @@ import numpy as np
 
 from ..readiness.report import CheckResult
 from ..targets import SATURATION, Class, runner_up
+from ..targets.base import softmax
 from ._engine import spatial
 from .similarity import spearman
 
@@ -133,9 +134,7 @@ def check_saturation(handle, x, target, *, output=None) -> CheckResult:
     out = np.asarray(handle.forward(x) if output is None else output, dtype=np.float64)
     if not np.isfinite(out).all():
         return CheckResult("saturated-output", "warn", "the model output has non-finite values")
-    z = out - out.max(1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    top = p.max(1)
+    top = softmax(out, 1).max(1)
     hot = np.flatnonzero(top > SATURATION)
     if hot.size and target.score != "logit":
         return CheckResult("saturated-output", "warn",

@@ -10,8 +10,9 @@ import numpy as np
 from ..errors import DetectionOutputError, UsageError, XaiReadyError
 from ..model import ModelHandle
 from ..targets import SATURATION, Class, Detection, SegmentationRegion, Target, for_task, infer_task, task_of
+from ..targets.base import softmax
 from .conversion import verify_conversion
-from .layers import _default_layer, measure_layers
+from .layers import default_layer, measure_layers
 from .layouts import measure_layouts, to_maps
 from .probes import gradient_correctness
 from .report import Report
@@ -55,8 +56,8 @@ def _first_pass(handle, x, target, task):
     if target is None or not getattr(target, "raw_output", False):
         try:
             out = handle.forward(x)
-        except DetectionOutputError:
-            if target is not None or task not in (None, "detection"):
+        except DetectionOutputError:  # without a task or target: the detector's top-scoring box
+            if target is not None or task is not None:
                 raise
             target = Detection()
             task, task_from = "detection", "the model returns detections"
@@ -180,7 +181,7 @@ def _shared_by_boxes(handle, x, target, out, found, res, layouts, kinds) -> None
                      for p in passes)]
     if not shared:
         return
-    default, why = _default_layer(replace(found, verified=shared), res, target.head_features(out), kinds)
+    default, why = default_layer(replace(found, verified=shared), res, target.head_features(out), kinds)
     if default is not None:
         found.default = default
         found.default_reason = (f"{why}; every one of {len(boxes)} boxes spread over the output (top-scoring, "
@@ -262,18 +263,22 @@ def _probabilities(target, output):
             if not ((probs >= 0).all() and (probs <= 1).all()):
                 return None, "the map is a logit (not saturating)"
             return probs[region], "the one-channel map is a sigmoid probability"
-        if not ((out >= 0).all() and np.allclose(out.sum(axis), 1, atol=1e-3)):
+        if not _is_distribution(out, axis):
             return None, "the map holds logits (not saturating)"
         return np.take(out, int(target._k), axis=axis)[region], "the map is a softmax probability"
     if not isinstance(target, Class) or not hasattr(output, "ndim") or output.ndim != 2 or output.shape[1] < 2:
         return None, None
     rows, k = np.arange(output.shape[0]), target._k
-    if (output >= 0).all() and (output <= 1).all() and np.allclose(output.sum(1), 1, atol=1e-3):
+    if _is_distribution(output, 1):
         return output[rows, k], "the output is a softmax probability"
     if target.score == "probability":
-        z = output - output.max(1, keepdims=True)
-        return (np.exp(z) / np.exp(z).sum(1, keepdims=True))[rows, k], "the target is a probability"
+        return softmax(output, 1)[rows, k], "the target is a probability"
     return None, "the score is a logit (not saturating)"
+
+
+def _is_distribution(out: np.ndarray, axis: int) -> bool:
+    """Non-negative and summing to 1 along ``axis``: a softmax already applied."""
+    return bool((out >= 0).all() and np.allclose(out.sum(axis), 1, atol=1e-3))
 
 
 def _snapshot(handle):

@@ -51,7 +51,7 @@ def measure_layers(result: GradResult, requested: list[str], layouts: dict[str, 
     if stem:
         found.reason = stem
         found.verified = []
-    found.default, found.default_reason = _default_layer(found, result, output_channels, kinds or {})
+    found.default, found.default_reason = default_layer(found, result, output_channels, kinds or {})
     if not found.verified and not found.reason:
         found.reason = ("no internal layer has an established spatial layout (image map or tokens on the "
                         "patch grid) with a non-zero gradient" if requested else "no layer could be captured")
@@ -92,7 +92,7 @@ def _has_layout(found: LayerFindings, name: str) -> bool:
     return layout is not None and layout.spatial
 
 
-def _default_layer(found: LayerFindings, result: GradResult, output_channels: int | None,
+def default_layer(found: LayerFindings, result: GradResult, output_channels: int | None,
                    kinds: dict[str, str]) -> tuple[str | None, str]:
     """CNNs: the deepest map before pooling, not a class map in the head. Transformers: the input of
     the last attention that still reaches the score (its norm), where the patch tokens carry gradient."""

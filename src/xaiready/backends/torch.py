@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -123,22 +124,30 @@ class TorchBackend:
         """The module on ``xt``, with the held inputs of a multi-input model (``held_inputs``)."""
         return self.module(xt) if self.held is None else self.held.call_torch(self.module, xt)
 
+    @cached_property
     def _internal_output(self) -> str | None:
-        """``--output NAME`` naming a submodule (an eager model's logits before its final sigmoid):
-        that module's output is explained instead of the model's."""
+        """``--output NAME`` naming a submodule (an eager model's logits before its final sigmoid;
+        ``name#k`` for its k-th call): that module's output is explained instead of the model's."""
         if not isinstance(self.output, str) or self.kind != "eager":
             return None
-        return self.output if self.output in dict(self.module.named_modules()) else None
+        return self.output if _module_and_call(self.output)[0] in dict(self.module.named_modules()) else None
 
     def _run(self, xt: torch.Tensor, raw: bool = False):
         """The selected output tensor; ``raw=True``: the model's output as it returned it (for raw-output
         targets such as ``detection.Detection``, which read ``list[dict]`` detections)."""
-        internal = None if raw else self._internal_output()
+        internal = None if raw else self._internal_output
         try:
             if internal is not None:
-                out, inner = _with_module_output(self.module, internal, lambda: self._call(xt))
-                keyed = (isinstance(out, dict) or hasattr(out, "keys")) and internal in out.keys()
-                return self._select(out) if keyed else _first_tensor(inner, internal)
+                with _capture(self.module, [internal]) as grabbed:
+                    out = self._call(xt)
+                if (isinstance(out, dict) or hasattr(out, "keys")) and internal in out.keys():
+                    return self._select(out)  # an output key that is also a module's name
+                inner = grabbed.activations().get(internal)
+                if inner is None:
+                    raise UsageError(f"--output '{internal}': that module did not run on this input, or returns "
+                                     "no float tensor", hint="name a module on the forward path (see check's "
+                                     "layer list)")
+                return inner
             out = self._call(xt)
             return out if raw else self._select(out)
         except (UsageError, InputError):
@@ -280,7 +289,7 @@ class TorchBackend:
     def logits_source(self, x: np.ndarray) -> tuple[str, str] | None:
         """(module, activation) when the output is a final Sigmoid/Softmax module's: ``--output module``
         explains the logits (``logits_module``)."""
-        return None if self.kind != "eager" or self._internal_output() else logits_module(self, x)
+        return None if self.kind != "eager" or self._internal_output else logits_module(self, x)
 
     def layer_kinds(self) -> dict[str, str]:
         """Each layer's class name (LayerNorm, Conv2d...), to tell a normalisation from a projection."""
@@ -418,28 +427,6 @@ class TorchBackend:
 
 def _detached(t: torch.Tensor) -> torch.Tensor:
     return t.detach()
-
-
-def _with_module_output(module: torch.nn.Module, name: str, run):
-    """``run()``'s result and the output of submodule ``name`` on that call (its last call)."""
-    seen = []
-    handle = dict(module.named_modules())[name].register_forward_hook(lambda _m, _i, o: seen.append(o))
-    try:
-        out = run()
-    finally:
-        handle.remove()
-    return out, (seen[-1] if seen else None)
-
-
-def _first_tensor(value, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    if value is None:
-        raise UsageError(f"--output '{name}': that module did not run on this input",
-                         hint="name a module on the forward path (see check's layer list)")
-    raise UsageError(f"--output '{name}': that module returns {type(value).__name__}, not a tensor")
 
 
 _ACTIVATIONS = {"Sigmoid": "Sigmoid", "Softmax": "Softmax", "Softmax2d": "Softmax", "LogSoftmax": "LogSoftmax"}

@@ -148,31 +148,31 @@ def test_yolo_default_cam_layer_is_shared_by_every_level():
 
 
 class AnalyticDetector(nn.Module):
-    """Two anchors, v5 layout (B, 2, 6): anchor 0 a fixed box over rows/cols 8..24 whose class score is
-    the mean of the image there (objectness 1); anchor 1 a fixed box elsewhere with class score 0."""
-
-    REGION = (slice(8, 24), slice(8, 24))
+    """Three anchors, v5 layout (B, 3, 6). Anchors 0 and 1 hold the same fixed box over rows/cols 8..24;
+    anchor 0's class score is the mean of the image over the box's left half, anchor 1's over its right
+    half (objectness 1). Anchor 2 is a fixed box elsewhere with class score 0."""
 
     def forward(self, x):
         b = x.shape[0]
-        score = x[:, :, self.REGION[0], self.REGION[1]].mean((1, 2, 3))
-        box0 = torch.tensor([16.0, 16.0, 16.0, 16.0]).expand(b, 4)  # xywh: x1 = 8 .. x2 = 24
-        box1 = torch.tensor([48.0, 48.0, 8.0, 8.0]).expand(b, 4)
+        left, right = x[:, :, 8:24, 8:16].mean((1, 2, 3)), x[:, :, 8:24, 16:24].mean((1, 2, 3))
+        box = torch.tensor([16.0, 16.0, 16.0, 16.0]).expand(b, 4)  # xywh: x1 = 8 .. x2 = 24
+        elsewhere = torch.tensor([48.0, 48.0, 8.0, 8.0]).expand(b, 4)
         one, zero = torch.ones(b, 1), torch.zeros(b, 1)
-        a0 = torch.cat([box0, one, score[:, None]], 1)
-        a1 = torch.cat([box1, one, zero], 1)
-        return torch.stack([a0, a1], 1)
+        anchors = [torch.cat([box, one, left[:, None]], 1), torch.cat([box, one, right[:, None]], 1),
+                   torch.cat([elsewhere, one, zero], 1)]
+        return torch.stack(anchors, 1)
 
 
 def test_drise_on_an_analytic_detector():
-    """With an all-ones image and fill 0 a mask's D-RISE weight is max(IoU 1 x mean of the mask over the
-    region, IoU 0 x 0): the map is (1 / (N p)) sum_i mean_R(M_i) M_i, written out here by hand."""
+    """With an all-ones image and fill 0, a mask's D-RISE weight is its best similarity over *all*
+    anchors: max(IoU 1 x mean of the mask over the left half, IoU 1 x mean over the right half, IoU 0 x 0),
+    not the explained anchor's alone. The map is (1 / (N p)) sum_i w_i M_i, written out here by hand."""
     x = np.ones((1, 3, 64, 64), np.float32)
     target = Detection(index=0, layout="v5")
     n, grid, p = 200, 8, 0.5
     a = xr.explain(AnalyticDetector(), x, "drise", target=target, n_masks=n, grid=grid, p=p, sanity="off")
     masks = RiseMasks(n, (grid, grid), p, (64, 64), 0).get(np.arange(n)).astype(np.float64)
-    weights = masks[:, 8:24, 8:24].mean((1, 2))
+    weights = np.maximum(masks[:, 8:24, 8:16].mean((1, 2)), masks[:, 8:24, 16:24].mean((1, 2)))
     expect = np.tensordot(weights, masks, axes=1) / (n * p)
     ours = a.values[0, 0]
     np.testing.assert_allclose(ours, expect, rtol=1e-5, atol=1e-7)
@@ -180,6 +180,19 @@ def test_drise_on_an_analytic_detector():
     assert inside > 1.15 * far  # masks that keep the region weigh more
     with pytest.raises(UsageError, match="one detected box"):
         xr.explain(AnalyticDetector(), x, "drise", target=xr.targets.Regression(0), n_masks=8, sanity="off")
+
+
+def test_single_scale_head_default_layer_is_not_its_prediction_map():
+    """A one-level head: every box depends on every map, so only the channel rule keeps the CAM off the
+    1x1 convolution that writes the (4 + K)-channel predictions."""
+    from .test_detection import TinyYolo
+
+    torch.manual_seed(0)
+    model = TinyYolo("v8").eval()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)).numpy()
+    report = xr.check(model, x, task="detection")
+    assert "conv.3" in report.cam["layers"]  # the prediction map is a valid layer, just not the default
+    assert report.cam["default_layer"] == "conv.2", report.cam["default_reason"]
 
 
 def _tiny_detr():
